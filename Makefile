@@ -1,0 +1,77 @@
+# The one task runner: people, CI workflows and DVC stages call these targets.
+# `make help` lists them. Every target bootstraps the locked environment first
+# (installing uv with pip if it is absent), so a fresh clone needs only Python 3.11+.
+
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+UV := $(shell command -v uv 2>/dev/null || echo "$(PYTHON) -m uv")
+FRAUD := $(BIN)/fraud
+
+# Quiet, offline-friendly tool settings (no telemetry; DVC's site cache inside the repo).
+export FEAST_USAGE := False
+export GX_ANALYTICS_ENABLED := False
+export DVC_NO_ANALYTICS := 1
+export DVC_SITE_CACHE_DIR ?= $(CURDIR)/state/dvc-site-cache
+export PYTHONDONTWRITEBYTECODE := 1
+
+.PHONY: help install simulate level0 demo test test-unit test-integration test-e2e \
+        test-fast lint format typecheck bench clean
+
+help: ## List the targets
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  \033[1m%-18s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+$(VENV)/.synced: pyproject.toml uv.lock
+	@$(UV) --version >/dev/null 2>&1 || { echo "uv not found: installing it with pip"; \
+	  $(PYTHON) -m pip install --quiet uv || $(PYTHON) -m pip install --quiet --user uv; }
+	@echo "Installing the locked environment into $(VENV) (uv sync --frozen)"
+	@$(UV) sync --frozen --quiet
+	@touch $@
+
+install: $(VENV)/.synced ## Create .venv from uv.lock (done automatically by every target)
+
+simulate: $(VENV)/.synced ## Simulate daily transaction partitions and delayed labels (configs/simulate.yaml)
+	@$(FRAUD) simulate
+
+level0: $(VENV)/.synced ## Level 0: run the manual notebook non-interactively; model + metrics in state/level0/
+	@$(FRAUD) level0
+
+demo: $(VENV)/.synced ## The main job: simulate data, then run every maturity level in turn
+	@echo "== Level 0: manual =="
+	@$(FRAUD) simulate
+	@$(FRAUD) level0
+
+test: $(VENV)/.synced ## Run the whole test suite (unit, integration, e2e)
+	@$(BIN)/pytest
+
+test-fast: $(VENV)/.synced ## Run the tests not marked slow
+	@$(BIN)/pytest -m "not slow"
+
+test-unit: $(VENV)/.synced ## Run the unit tests
+	@$(BIN)/pytest -m unit
+
+test-integration: $(VENV)/.synced ## Run the integration tests
+	@$(BIN)/pytest -m integration
+
+test-e2e: $(VENV)/.synced ## Run the end-to-end tests (notebook, pipelines)
+	@$(BIN)/pytest -m e2e
+
+lint: $(VENV)/.synced ## Lint and check formatting (ruff)
+	@$(BIN)/ruff check .
+	@$(BIN)/ruff format --check .
+
+format: $(VENV)/.synced ## Format the code and apply safe lint fixes (ruff)
+	@$(BIN)/ruff format .
+	@$(BIN)/ruff check --fix .
+
+typecheck: $(VENV)/.synced ## Type-check src/ (mypy)
+	@$(BIN)/mypy
+
+bench: $(VENV)/.synced ## Benchmarks: printed and written to benchmarks/results/
+	@$(BIN)/python benchmarks/bench_simulator.py
+
+clean: ## Delete all local state (data, models, runs): rm -rf state
+	rm -rf state

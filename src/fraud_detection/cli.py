@@ -1,0 +1,173 @@
+"""The ``fraud`` command: how people, the pipelines and DVC stages call each step.
+
+Heavy libraries (pandas, scikit-learn, MLflow, Feast, Great Expectations, Prefect) are
+imported inside the commands that use them, so ``fraud --help`` stays instant.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from fraud_detection.errors import FraudError
+
+app = typer.Typer(
+    name="fraud",
+    help="Card-fraud MLOps template: simulate data, run each pipeline step, serve, monitor.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+SCENARIOS = ("drift", "broken_feed")
+
+
+def _echo(message: str) -> None:
+    typer.echo(message)
+
+
+def _set(target: dict[str, Any], dotted: str, value: Any) -> None:
+    """Put ``value`` at ``a.b.c`` in nested dicts, skipping flags that were not given."""
+    if value is None:
+        return
+    *parents, leaf = dotted.split(".")
+    for key in parents:
+        target = target.setdefault(key, {})
+    target[leaf] = value
+
+
+@app.command()
+def simulate(
+    days: Annotated[int | None, typer.Option(help="Number of daily partitions.")] = None,
+    rows_per_day: Annotated[int | None, typer.Option(help="Mean transactions per day.")] = None,
+    cards: Annotated[int | None, typer.Option(help="Number of cards.")] = None,
+    merchants: Annotated[int | None, typer.Option(help="Number of merchants.")] = None,
+    start_date: Annotated[str | None, typer.Option(help="First day, YYYY-MM-DD.")] = None,
+    seed: Annotated[int | None, typer.Option(help="Random seed; same seed, same data.")] = None,
+    label_delay_days: Annotated[
+        int | None, typer.Option(help="Days until a transaction's label arrives.")
+    ] = None,
+    scenario: Annotated[
+        list[str] | None,
+        typer.Option(help="Enable a scenario: drift or broken_feed (repeatable)."),
+    ] = None,
+    drift_day: Annotated[int | None, typer.Option(help="Day index the drift starts.")] = None,
+    drift_kind: Annotated[str | None, typer.Option(help="fraud_pattern, spending or both.")] = None,
+    broken_day: Annotated[
+        int | None, typer.Option(help="Day index of the corrupted partition.")
+    ] = None,
+    corruption: Annotated[
+        str | None,
+        typer.Option(
+            help="nulls, wrong_types, negative_amounts, duplicate_ids, missing_column, "
+            "renamed_column or future_timestamps."
+        ),
+    ] = None,
+    state_dir: Annotated[
+        Path | None, typer.Option(help="Write here instead of the profile's state folder.")
+    ] = None,
+    config: Annotated[
+        Path | None, typer.Option(help="Config file (default configs/simulate.yaml).")
+    ] = None,
+) -> None:
+    """Simulate card transactions: daily Parquet partitions plus delayed labels."""
+    from fraud_detection.config import load_profile, load_simulate_config, state_paths
+
+    overrides: dict[str, Any] = {}
+    for key, value in {
+        "days": days,
+        "rows_per_day": rows_per_day,
+        "cards": cards,
+        "merchants": merchants,
+        "start_date": start_date,
+        "seed": seed,
+        "label_delay_days": label_delay_days,
+        "scenario.drift.start_day": drift_day,
+        "scenario.drift.kind": drift_kind,
+        "scenario.broken_feed.day": broken_day,
+        "scenario.broken_feed.corruption": corruption,
+    }.items():
+        _set(overrides, key, value)
+    for name in scenario or []:
+        if name not in SCENARIOS:
+            raise FraudError(f"unknown scenario {name!r}: choose from {', '.join(SCENARIOS)}")
+        _set(overrides, f"scenario.{name}.enabled", True)
+    cfg = load_simulate_config(config, overrides)
+
+    from fraud_detection.config import StatePaths
+    from fraud_detection.data.simulator import write_simulation
+
+    paths = StatePaths(root=state_dir.resolve()) if state_dir else state_paths(load_profile())
+    started = time.perf_counter()
+    summary = write_simulation(cfg, paths, progress=_echo)
+    elapsed = time.perf_counter() - started
+    _echo(
+        f"simulated {summary.rows:,} transactions over {summary.days} days "
+        f"(fraud rate {summary.fraud_rate:.2%}) in {elapsed:.1f} s"
+    )
+    _echo(f"  transactions: {paths.raw}/date=*/transactions.parquet")
+    _echo(f"  labels:       {paths.labels}/arrival_date=*/labels.parquet")
+    _echo(f"  cards, merchants: {paths.reference}")
+
+
+@app.command()
+def level0(
+    state_dir: Annotated[
+        Path | None, typer.Option(help="Read data from here instead of the profile's state.")
+    ] = None,
+    output_dir: Annotated[
+        Path | None, typer.Option(help="Where the model and metrics go (default state/level0).")
+    ] = None,
+) -> None:
+    """Level 0: execute the manual notebook top to bottom; hand over a model and metrics."""
+    import json
+
+    from fraud_detection.config import load_profile, project_dir
+    from fraud_detection.notebooks import run_notebook
+
+    state = state_dir.resolve() if state_dir else load_profile().state_dir
+    out = output_dir.resolve() if output_dir else state / "level0"
+    notebook = project_dir() / "pipelines" / "level0_manual" / "fraud_model.ipynb"
+    _echo(f"running {notebook.relative_to(project_dir())} (non-interactive)")
+    started = time.perf_counter()
+    executed = run_notebook(
+        notebook, out, parameters={"STATE_DIR": str(state), "OUTPUT_DIR": str(out)}
+    )
+    metrics_path = out / "metrics.json"
+    metrics = json.loads(metrics_path.read_text())
+    _echo(f"level 0 done in {time.perf_counter() - started:.0f} s")
+    _echo(f"  model:     {out / 'model.joblib'}")
+    _echo(f"  metrics:   {metrics_path}")
+    _echo(f"  notebook:  {executed}")
+    _echo(f"  PR-AUC on the last days: {metrics['pr_auc']:.3f}")
+
+
+@app.command()
+def info() -> None:
+    """Show the active profile and where its state lives."""
+    from fraud_detection.config import load_profile, state_paths
+
+    profile = load_profile()
+    paths = state_paths(profile)
+    _echo(f"profile:        {profile.name}")
+    _echo(f"state folder:   {profile.state_dir}")
+    _echo(f"raw data:       {paths.raw}")
+    _echo(f"labels:         {paths.labels}")
+    _echo(f"MLflow:         {profile.mlflow_tracking_uri}")
+
+
+def main() -> None:
+    """Entry point: user errors become one line on stderr and exit code 2."""
+    try:
+        app()
+    except FraudError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,308 @@
+"""Configuration: one YAML per job in ``configs/``, a profile in ``configs/profiles/``.
+
+Each file loads into a frozen pydantic model with ``extra="forbid"``, so a misspelt key
+or a wrong type is a :class:`ConfigError` naming the key and the file. Environment
+variables override YAML values (pydantic-settings): ``FRAUD_<JOB>__<KEY>[__<SUBKEY>]``
+for a job config, ``FRAUD_PROFILE__<KEY>`` for the profile, ``FRAUD_PROFILE`` to pick the
+profile. Nothing here runs at import: files are read when a loader is called.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from contextvars import ContextVar
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from fraud_detection.errors import FraudError
+
+ENV_PREFIX = "FRAUD_"
+
+
+class ConfigError(FraudError):
+    """A configuration file is missing or invalid; the message says which key and file."""
+
+
+class _Section(BaseModel):
+    """A nested block of a config file: immutable, unknown keys rejected."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+# The YAML being loaded, handed to the settings source below (set only inside a loader).
+_YAML_VALUES: ContextVar[dict[str, Any] | None] = ContextVar("_YAML_VALUES", default=None)
+
+
+class _YamlValues(PydanticBaseSettingsSource):
+    """The settings source for the file being loaded: the lowest precedence."""
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return (_YAML_VALUES.get() or {}).get(field_name), field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        return dict(_YAML_VALUES.get() or {})
+
+
+class _FileSettings(BaseSettings):
+    """A config file's model.
+
+    Precedence, highest first: explicit arguments (command-line flags), environment
+    variables, ``.env``, the YAML file.
+    """
+
+    model_config = SettingsConfigDict(
+        frozen=True,
+        extra="forbid",
+        env_nested_delimiter="__",
+        case_sensitive=False,
+        env_file=".env",
+    )
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return init_settings, env_settings, dotenv_settings, _YamlValues(settings_cls)
+
+
+# --------------------------------------------------------------------------- jobs
+
+
+CORRUPTIONS = (
+    "nulls",
+    "wrong_types",
+    "negative_amounts",
+    "duplicate_ids",
+    "missing_column",
+    "renamed_column",
+    "future_timestamps",
+)
+Corruption = Literal[
+    "nulls",
+    "wrong_types",
+    "negative_amounts",
+    "duplicate_ids",
+    "missing_column",
+    "renamed_column",
+    "future_timestamps",
+]
+
+
+class DriftScenario(_Section):
+    """From ``start_day`` on, a new fraud pattern and/or a shift in spending."""
+
+    enabled: bool = False
+    start_day: int = Field(10, ge=0)
+    kind: Literal["fraud_pattern", "spending", "both"] = "both"
+
+
+class BrokenFeedScenario(_Section):
+    """One corrupted partition, on day ``day``, with the chosen corruption."""
+
+    enabled: bool = False
+    day: int = Field(12, ge=0)
+    corruption: Corruption = "nulls"
+
+
+class Scenario(_Section):
+    drift: DriftScenario = DriftScenario()
+    broken_feed: BrokenFeedScenario = BrokenFeedScenario()
+
+
+class SimulateConfig(_FileSettings):
+    """``configs/simulate.yaml``: the seeded transaction simulator."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX + "SIMULATE__")
+
+    seed: int = 42
+    start_date: dt.date = dt.date(2026, 1, 1)
+    days: int = Field(14, gt=0, le=3650)
+    rows_per_day: int = Field(10_000, gt=0)
+    cards: int = Field(5_000, gt=0)
+    merchants: int = Field(500, gt=0)
+    label_delay_days: int = Field(7, ge=0)
+    scenario: Scenario = Scenario()
+
+    @model_validator(mode="after")
+    def _days_in_range(self) -> SimulateConfig:
+        drift, broken = self.scenario.drift, self.scenario.broken_feed
+        if drift.enabled and drift.start_day >= self.days:
+            raise ValueError(
+                f"scenario.drift.start_day={drift.start_day} is outside the {self.days} "
+                f"simulated days (0..{self.days - 1})"
+            )
+        if broken.enabled and broken.day >= self.days:
+            raise ValueError(
+                f"scenario.broken_feed.day={broken.day} is outside the {self.days} "
+                f"simulated days (0..{self.days - 1})"
+            )
+        return self
+
+
+# ------------------------------------------------------------------------ profile
+
+
+class MlflowSettings(_Section):
+    # Empty means "derive from state_dir": sqlite:///<state_dir>/mlflow/mlflow.db.
+    tracking_uri: str | None = None
+    artifact_root: str | None = None
+    experiment: str = "fraud-detection"
+
+
+class ServingSettings(_Section):
+    api_key_required: bool = False
+
+
+class Profile(_FileSettings):
+    """``configs/profiles/<name>.yaml``: where state lives and which services to use."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX + "PROFILE__")
+
+    name: str = "local"
+    state_dir: Path = Path("state")
+    mlflow: MlflowSettings = MlflowSettings()
+    serving: ServingSettings = ServingSettings()
+
+    @property
+    def mlflow_tracking_uri(self) -> str:
+        return self.mlflow.tracking_uri or f"sqlite:///{self.state_dir / 'mlflow' / 'mlflow.db'}"
+
+    @property
+    def mlflow_artifact_root(self) -> str:
+        return self.mlflow.artifact_root or str(self.state_dir / "mlflow" / "artifacts")
+
+
+class Secrets(BaseSettings):
+    """Secrets come only from the environment (or a git-ignored ``.env``), never YAML."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, env_file=".env", extra="ignore", frozen=True
+    )
+
+    api_key: SecretStr | None = None
+
+
+# ------------------------------------------------------------------------ loaders
+
+_M = TypeVar("_M", bound=BaseModel)
+
+
+def project_dir() -> Path:
+    """The repository root: ``$FRAUD_PROJECT_DIR``, else the nearest parent with ``configs/``."""
+    if env := os.environ.get(ENV_PREFIX + "PROJECT_DIR"):
+        return Path(env).resolve()
+    here = Path.cwd().resolve()
+    for candidate in (here, *here.parents):
+        if (candidate / "configs").is_dir() and (candidate / "pyproject.toml").is_file():
+            return candidate
+    return here
+
+
+def _describe(err: dict[str, Any]) -> str:
+    key = ".".join(str(part) for part in err["loc"]) or "(top level)"
+    if err["type"] == "extra_forbidden":
+        return f"{key}: unknown key (misspelt?)"
+    if err["type"] == "value_error":
+        return str(err["msg"]).removeprefix("Value error, ")
+    got = err.get("input")
+    shown = "" if isinstance(got, dict) else f" (got {got!r})"
+    return f"{key}: {err['msg']}{shown}"
+
+
+def load_yaml_model(model: type[_M], path: Path, overrides: dict[str, Any] | None = None) -> _M:
+    """Read ``path`` into ``model``; any problem is a one-line :class:`ConfigError`.
+
+    ``overrides`` (nested dicts, e.g. from command-line flags) win over everything else.
+    """
+    try:
+        raw = yaml.safe_load(path.read_text()) if path.exists() else None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({exc.__class__.__name__}: {exc})") from exc
+    if not path.exists():
+        raise ConfigError(f"{path}: config file not found")
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping of keys to values at the top level")
+    token = _YAML_VALUES.set(raw)
+    try:
+        return model(**(overrides or {}))
+    except ValidationError as exc:
+        problems = "; ".join(_describe(e) for e in exc.errors())  # type: ignore[arg-type]
+        raise ConfigError(f"{path}: {problems}") from exc
+    finally:
+        _YAML_VALUES.reset(token)
+
+
+def config_path(job: str, root: Path | None = None) -> Path:
+    return (root or project_dir()) / "configs" / f"{job}.yaml"
+
+
+def load_simulate_config(
+    path: Path | None = None, overrides: dict[str, Any] | None = None
+) -> SimulateConfig:
+    """Load ``configs/simulate.yaml`` (or ``path``) with environment and flag overrides."""
+    return load_yaml_model(SimulateConfig, path or config_path("simulate"), overrides)
+
+
+def load_profile(name: str | None = None, root: Path | None = None) -> Profile:
+    """Load the active profile (``$FRAUD_PROFILE``, default ``local``).
+
+    A relative ``state_dir`` is resolved against the project directory, so commands
+    behave the same from any working directory inside the repository.
+    """
+    root = root or project_dir()
+    name = name or os.environ.get(ENV_PREFIX + "PROFILE", "local")
+    path = root / "configs" / "profiles" / f"{name}.yaml"
+    if not path.exists():
+        known = sorted(p.stem for p in path.parent.glob("*.yaml"))
+        raise ConfigError(f"profile {name!r} not found: no {path} (known: {', '.join(known)})")
+    profile = load_yaml_model(Profile, path)
+    state_dir = profile.state_dir if profile.state_dir.is_absolute() else root / profile.state_dir
+    return profile.model_copy(update={"name": name, "state_dir": state_dir})
+
+
+class StatePaths(BaseModel):
+    """Where each kind of local state lives, all under the profile's ``state_dir``."""
+
+    model_config = ConfigDict(frozen=True)
+
+    root: Path
+
+    @property
+    def raw(self) -> Path:
+        """Daily transaction partitions: ``raw/date=YYYY-MM-DD/transactions.parquet``."""
+        return self.root / "data" / "raw"
+
+    @property
+    def labels(self) -> Path:
+        """Delayed labels by arrival day: ``labels/arrival_date=YYYY-MM-DD/labels.parquet``."""
+        return self.root / "data" / "labels"
+
+    @property
+    def reference(self) -> Path:
+        """Dimension tables: ``cards.parquet`` and ``merchants.parquet``."""
+        return self.root / "data" / "reference"
+
+    @property
+    def level0(self) -> Path:
+        """What the level-0 notebook hands over: a model file and a metrics JSON."""
+        return self.root / "level0"
+
+    @property
+    def reports(self) -> Path:
+        return self.root / "reports"
+
+
+def state_paths(profile: Profile | None = None) -> StatePaths:
+    return StatePaths(root=(profile or load_profile()).state_dir)

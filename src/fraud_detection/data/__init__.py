@@ -1,0 +1,1 @@
+"""Raw data: the transaction simulator and the schema of what it writes."""
