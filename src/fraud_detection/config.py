@@ -219,6 +219,14 @@ def _describe(err: dict[str, Any]) -> str:
     return f"{key}: {err['msg']}{shown}"
 
 
+def _shown(path: Path) -> str:
+    """``path`` relative to the working directory when it is inside it."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
 def load_yaml_model(model: type[_M], path: Path, overrides: dict[str, Any] | None = None) -> _M:
     """Read ``path`` into ``model``; any problem is a one-line :class:`ConfigError`.
 
@@ -239,7 +247,8 @@ def load_yaml_model(model: type[_M], path: Path, overrides: dict[str, Any] | Non
         return model(**(overrides or {}))
     except ValidationError as exc:
         problems = "; ".join(_describe(e) for e in exc.errors())  # type: ignore[arg-type]
-        raise ConfigError(f"{path}: {problems}") from exc
+        where = f"{_shown(path)} with the given flags" if overrides else _shown(path)
+        raise ConfigError(f"{where}: {problems}") from exc
     finally:
         _YAML_VALUES.reset(token)
 
