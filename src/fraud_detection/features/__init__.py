@@ -1,0 +1,1 @@
+"""Feature definitions: pure pandas/numpy functions shared by offline tables and serving."""

@@ -1,0 +1,492 @@
+"""Feature engineering: one definition of every feature, for training and for serving.
+
+Every function here is pure (DataFrames in, a DataFrame out; no files, no Feast), so the
+same code fills the offline feature tables that Feast joins point-in-time and
+materializes online, and computes the request-time features inside the serving API.
+
+* :func:`card_features`: a card's velocity and spend over trailing windows, one row per
+  transaction holding the card's state *after* that transaction.
+* :func:`merchant_features`: a daily snapshot per merchant of its volume and of a
+  smoothed fraud rate built only from labels already known on the snapshot day.
+* :func:`card_profile`: static card attributes from the cards dimension table.
+* :func:`request_features`: what is computed when a transaction arrives, from the
+  request and the looked-up features.
+
+Point in time: Feast's join takes, for an entity row at time ``t``, the latest feature
+row with ``event_timestamp <= t``. A card feature row stamped with a transaction's own
+time already counts that transaction, whereas at serving time the online store holds the
+state after the card's *previous* transaction. To train on what serving sees, join card
+features at the transaction's time minus one microsecond. Between transactions the card
+state is not decayed (the 1 h count stays as it was after the last transaction); the
+offline join and the online store agree on that, so it is stale but not skewed.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+__all__ = [
+    "CARD_FEATURES",
+    "CARD_WINDOWS",
+    "CATEGORICAL_FEATURES",
+    "FEATURE_DTYPES",
+    "MERCHANT_FEATURES",
+    "MODEL_FEATURES",
+    "PRIOR_RATE",
+    "PRIOR_WEIGHT",
+    "PROFILE_FEATURES",
+    "REQUEST_FEATURES",
+    "REQUEST_FEATURE_DTYPES",
+    "REQUEST_INPUT_DTYPES",
+    "card_features",
+    "card_profile",
+    "merchant_features",
+    "request_features",
+]
+
+FloatArray = np.ndarray[Any, np.dtype[np.float64]]
+IntArray = np.ndarray[Any, np.dtype[np.int64]]
+BoolArray = np.ndarray[Any, np.dtype[np.bool_]]
+
+# ------------------------------------------------------------------ feature names
+
+CARD_FEATURES: tuple[str, ...] = (
+    "card_txn_count_1h",
+    "card_txn_count_24h",
+    "card_txn_count_7d",
+    "card_amount_sum_1h",
+    "card_amount_sum_24h",
+    "card_amount_sum_7d",
+    "card_amount_mean_7d",
+    "card_amount_max_7d",
+    "card_new_merchants_24h",
+)
+MERCHANT_FEATURES: tuple[str, ...] = (
+    "merchant_txn_count_7d",
+    "merchant_labeled_30d",
+    "merchant_fraud_30d",
+    "merchant_fraud_rate_30d",
+)
+PROFILE_FEATURES: tuple[str, ...] = ("home_latitude", "home_longitude", "card_type")
+REQUEST_FEATURES: tuple[str, ...] = (
+    "amount_log",
+    "amount_to_card_mean_7d",
+    "hour_of_day",
+    "is_night",
+    "distance_from_home_km",
+    "is_online",
+)
+# What a model is trained on: numeric columns, then the raw categorical columns.
+MODEL_FEATURES: tuple[str, ...] = (*CARD_FEATURES, "merchant_fraud_rate_30d", *REQUEST_FEATURES)
+CATEGORICAL_FEATURES: tuple[str, ...] = ("merchant_category", "channel")
+
+# The pandas dtype of every feature, for Feast schemas (Float64 / Int64 / String).
+FEATURE_DTYPES: dict[str, str] = {
+    **{name: "int64" for name in CARD_FEATURES if "_count_" in name or "_new_" in name},
+    **{name: "float64" for name in CARD_FEATURES if "_amount_" in name},
+    "merchant_txn_count_7d": "int64",
+    "merchant_labeled_30d": "int64",
+    "merchant_fraud_30d": "int64",
+    "merchant_fraud_rate_30d": "float64",
+    "home_latitude": "float64",
+    "home_longitude": "float64",
+    "card_type": "string",
+    "amount_log": "float64",
+    "amount_to_card_mean_7d": "float64",
+    "hour_of_day": "int64",
+    "is_night": "int64",
+    "distance_from_home_km": "float64",
+    "is_online": "int64",
+}
+REQUEST_FEATURE_DTYPES: dict[str, str] = {name: FEATURE_DTYPES[name] for name in REQUEST_FEATURES}
+# The columns request_features reads: the request itself, then looked-up features.
+REQUEST_INPUT_DTYPES: dict[str, str] = {
+    "amount": "float64",
+    "event_timestamp": "datetime64[us, UTC]",
+    "channel": "string",
+    "latitude": "float64",
+    "longitude": "float64",
+    "card_amount_mean_7d": "float64",
+    "home_latitude": "float64",
+    "home_longitude": "float64",
+}
+
+# ------------------------------------------------------------------ definitions
+
+_US_PER_HOUR = 3_600 * 1_000_000
+_US_PER_DAY = 24 * _US_PER_HOUR
+CARD_WINDOWS: dict[str, pd.Timedelta] = {
+    "1h": pd.Timedelta(hours=1),
+    "24h": pd.Timedelta(hours=24),
+    "7d": pd.Timedelta(days=7),
+}
+MERCHANT_TXN_WINDOW_DAYS = 7
+MERCHANT_LABEL_WINDOW_DAYS = 30
+# Smoothing of the merchant fraud rate: a merchant without labels gets PRIOR_RATE, and
+# PRIOR_WEIGHT labels are needed before its own history outweighs the prior.
+PRIOR_RATE = 0.01
+PRIOR_WEIGHT = 50.0
+NIGHT_END_HOUR = 6  # hours 0..5 UTC are night
+EARTH_RADIUS_KM = 6_371.0
+UNKNOWN_DISTANCE_KM = -1.0
+
+
+# ------------------------------------------------------------------ helpers
+
+
+def _require(df: pd.DataFrame, columns: Iterable[str], what: str) -> None:
+    missing = [c for c in columns if c not in df.columns]
+    if missing:
+        raise ValueError(f"{what} lacks column(s) {', '.join(missing)}")
+
+
+def _utc(values: pd.Series, name: str) -> pd.Series:
+    """A timezone-aware datetime column in UTC at microsecond resolution."""
+    if not isinstance(values.dtype, pd.DatetimeTZDtype):
+        raise TypeError(f"{name} must be timezone-aware datetimes, got dtype {values.dtype}")
+    out: pd.Series = values.dt.tz_convert("UTC").dt.as_unit("us")
+    return out
+
+
+def _micros(values: pd.Series) -> IntArray:
+    """Microseconds since the epoch of a UTC ``datetime64[us, UTC]`` column."""
+    out: IntArray = pd.DatetimeIndex(values).asi8
+    return out
+
+
+def _utc_timestamp(value: pd.Timestamp | dt.datetime, name: str) -> pd.Timestamp:
+    stamp = pd.Timestamp(value)
+    if stamp.tzinfo is None:
+        raise TypeError(f"{name} must be timezone-aware, got {stamp}")
+    return stamp.tz_convert("UTC").as_unit("us")
+
+
+def _timestamps(micros: IntArray) -> pd.DatetimeIndex:
+    """``datetime64[us, UTC]`` timestamps from microseconds since the epoch."""
+    return pd.DatetimeIndex(micros.astype("datetime64[us]")).tz_localize("UTC")
+
+
+def _window_bounds(
+    group: IntArray, t: IntArray, widths: Sequence[int]
+) -> tuple[IntArray, list[IntArray]]:
+    """Row bounds of trailing windows over rows sorted by ``(group, t)``.
+
+    Returns ``hi``, each row's last row of the same group with time ``<= t`` (so rows
+    tied on time share one state), and for each width ``w`` the first row of the group
+    with time ``> t - w``: the window ``(t - w, t]`` is rows ``lo..hi``. Group and time
+    are folded into one int64 key so a single ``searchsorted`` serves every row; groups
+    are processed in chunks small enough for the key not to overflow.
+    """
+    n = len(t)
+    hi = np.empty(n, dtype=np.int64)
+    los = [np.empty(n, dtype=np.int64) for _ in widths]
+    if n == 0:
+        return hi, los
+    pad = max(widths)
+    t0 = int(t.min())
+    stride = int(t.max()) - t0 + pad + 1
+    per_chunk = max(1, (1 << 62) // stride)
+    for g0 in range(0, int(group[-1]) + 1, per_chunk):
+        r0, r1 = (int(r) for r in np.searchsorted(group, [g0, g0 + per_chunk]))
+        key = (group[r0:r1] - g0) * stride + (t[r0:r1] - t0 + pad)
+        hi[r0:r1] = r0 + np.searchsorted(key, key, side="right") - 1
+        for lo, width in zip(los, widths, strict=True):
+            lo[r0:r1] = r0 + np.searchsorted(key, key - width, side="right")
+    return hi, los
+
+
+def _range_max(values: FloatArray, lo: IntArray, hi: IntArray) -> FloatArray:
+    """``max(values[lo[i] : hi[i] + 1])`` for every i (a sparse table, level by level)."""
+    out = np.empty(len(lo), dtype=np.float64)
+    if len(lo) == 0:
+        return out
+    level = np.frexp((hi - lo + 1).astype(np.float64))[1] - 1  # floor(log2(length))
+    table = values
+    for k in range(int(level.max()) + 1):
+        if k:  # table[i] = max(values[i : i + 2**k])
+            half = 1 << (k - 1)
+            table = np.maximum(table[:-half], table[half:])
+        rows = np.flatnonzero(level == k)
+        out[rows] = np.maximum(table[lo[rows]], table[hi[rows] - (1 << k) + 1])
+    return out
+
+
+def _first_visits(
+    group: IntArray, merchant: IntArray, t: IntArray, lookback_us: int | None
+) -> BoolArray:
+    """Whether each row is the card's first visit to that merchant.
+
+    Rows are sorted by ``(group, t)`` with ``group`` the card's dense rank. First in the
+    history given, or, with ``lookback_us``, the first after a gap longer than the
+    lookback. Of several visits at one instant exactly one is the first.
+    """
+    codes = pd.factorize(merchant)[0].astype(np.int64)
+    n_codes = int(codes.max()) + 1 if len(codes) else 1
+    if (int(group[-1]) + 1 if len(group) else 1) * n_codes < 1 << 62:
+        # A stable sort of one (card, merchant) key keeps the time order within a pair.
+        order = np.argsort(group * n_codes + codes, kind="stable")
+    else:
+        order = np.lexsort((t, codes, group))
+    g, m, tt = group[order], codes[order], t[order]
+    first = np.ones(len(order), dtype=bool)
+    repeat = (g[1:] == g[:-1]) & (m[1:] == m[:-1])
+    if lookback_us is not None:
+        repeat &= tt[1:] - tt[:-1] <= lookback_us
+    first[1:] = ~repeat
+    out = np.empty_like(first)
+    out[order] = first
+    return out
+
+
+# ------------------------------------------------------------------ card velocity
+
+
+def card_features(
+    transactions: pd.DataFrame,
+    since: pd.Timestamp | None = None,
+    *,
+    new_merchant_lookback: pd.Timedelta | None = None,
+) -> pd.DataFrame:
+    """Each card's state after each of its transactions, over trailing windows.
+
+    One row per transaction, with the input's index: ``card_id``, ``event_timestamp``
+    (the transaction's time), the :data:`CARD_FEATURES` over ``(t - window, t]`` and
+    ``created_timestamp``. Transactions of a card at the same instant are all inside each
+    other's windows, so they get identical rows whatever their order.
+
+    ``card_new_merchants_24h`` counts the window's transactions that were the card's
+    first visit to their merchant in the history given (or, with
+    ``new_merchant_lookback``, its first visit in that long). It therefore depends on how
+    far back ``transactions`` reach; pass a lookback to make it independent of that.
+
+    ``since`` keeps only rows at or after it (an incremental update). ``transactions``
+    must then reach back 7 days before ``since`` (24 h plus ``new_merchant_lookback`` if
+    that is longer) for the windows to be complete.
+    """
+    _require(transactions, ("card_id", "merchant_id", "event_timestamp", "amount"), "transactions")
+    stamps = _utc(transactions["event_timestamp"], "transactions.event_timestamp")
+    t = _micros(stamps)
+    card = transactions["card_id"].to_numpy(dtype=np.int64)
+    merchant = transactions["merchant_id"].to_numpy(dtype=np.int64)
+    amount = transactions["amount"].to_numpy(dtype=np.float64)
+
+    order = np.lexsort((t, card))
+    c, ts, a = card[order], t[order], amount[order]
+    group = np.zeros(len(c), dtype=np.int64)
+    np.cumsum(c[1:] != c[:-1], out=group[1:])
+    widths = [int(w / pd.Timedelta(microseconds=1)) for w in CARD_WINDOWS.values()]
+    hi, (lo_1h, lo_24h, lo_7d) = _window_bounds(group, ts, widths)
+    end = hi + 1
+
+    # Running sums restart with each card, so a window sum is a difference of numbers of
+    # the card's own magnitude (a global cumsum would lose ~1e-7 over a million rows).
+    spent = pd.Series(a).groupby(group, sort=False).cumsum().to_numpy(dtype=np.float64)
+    spent_before = spent - a
+    lookback = (
+        None if new_merchant_lookback is None else new_merchant_lookback // pd.Timedelta(1, "us")
+    )
+    first = _first_visits(group, merchant[order], ts, lookback)
+    first_sums = np.concatenate(([0], np.cumsum(first, dtype=np.int64)))
+
+    count_7d = end - lo_7d
+    sum_7d = spent[hi] - spent_before[lo_7d]
+    by_sorted_row: dict[str, np.ndarray[Any, Any]] = {
+        "card_txn_count_1h": end - lo_1h,
+        "card_txn_count_24h": end - lo_24h,
+        "card_txn_count_7d": count_7d,
+        "card_amount_sum_1h": spent[hi] - spent_before[lo_1h],
+        "card_amount_sum_24h": spent[hi] - spent_before[lo_24h],
+        "card_amount_sum_7d": sum_7d,
+        "card_amount_mean_7d": sum_7d / count_7d,
+        "card_amount_max_7d": _range_max(a, lo_7d, hi),
+        "card_new_merchants_24h": first_sums[end] - first_sums[lo_24h],
+    }
+
+    keep = slice(None) if since is None else t >= _utc_timestamp(since, "since").value // 1_000
+    out = pd.DataFrame(
+        {"card_id": card[keep], "event_timestamp": stamps.array[keep]},
+        index=transactions.index[keep],
+    )
+    for name, values in by_sorted_row.items():
+        in_input_order = np.empty_like(values)
+        in_input_order[order] = values
+        out[name] = in_input_order[keep].astype(FEATURE_DTYPES[name])
+    out["created_timestamp"] = out["event_timestamp"]
+    return out
+
+
+# ------------------------------------------------------------------ merchant risk
+
+
+def _snapshot_days(snapshot_dates: Sequence[dt.date] | pd.DatetimeIndex) -> IntArray:
+    """Sorted distinct snapshot days, as days since the epoch (dates are UTC days)."""
+    stamps = pd.DatetimeIndex(pd.to_datetime(list(snapshot_dates)))
+    stamps = stamps.tz_localize("UTC") if stamps.tz is None else stamps.tz_convert("UTC")
+    micros = stamps.as_unit("us").asi8
+    off_midnight = micros % _US_PER_DAY != 0
+    if off_midnight.any():
+        raise ValueError(f"snapshot dates must be midnights UTC, got {stamps[off_midnight][0]}")
+    days: IntArray = np.unique(micros // _US_PER_DAY)
+    return days
+
+
+def _intervals_covering(
+    merchants: IntArray, days: IntArray, member: IntArray, start: IntArray, end: IntArray
+) -> IntArray:
+    """How many day intervals ``[start, end]`` of each merchant cover each snapshot day.
+
+    Snapshot-major (all merchants of ``days[0]``, then ``days[1]``...). A merchant's
+    count at day D is #(start <= D) - #(end < D); folding the merchant's rank into the
+    key lets one sorted array answer every merchant at once.
+    """
+    first, last = int(days[0]), int(days[-1])
+    start, end = np.maximum(start, first), np.minimum(end, last)
+    live = start <= end
+    width = last - first + 1
+    rank = np.searchsorted(merchants, member[live])
+    start_keys = np.sort(rank * width + (start[live] - first))
+    end_keys = np.sort(rank * width + (end[live] - first))
+    queries = (
+        np.arange(len(merchants), dtype=np.int64)[None, :] * width + (days - first)[:, None]
+    ).ravel()
+    counts: IntArray = np.searchsorted(start_keys, queries, side="right") - np.searchsorted(
+        end_keys, queries, side="left"
+    )
+    return counts.astype(np.int64)
+
+
+def merchant_features(
+    transactions: pd.DataFrame,
+    labels: pd.DataFrame,
+    snapshot_dates: Sequence[dt.date] | pd.DatetimeIndex,
+    merchant_ids: Iterable[int] | None = None,
+) -> pd.DataFrame:
+    """Daily merchant snapshots: volume and a smoothed, label-delay-aware fraud rate.
+
+    One row per (merchant, snapshot day D), stamped D 00:00 UTC:
+    ``merchant_txn_count_7d`` counts transactions in ``[D - 7 d, D)``;
+    ``merchant_labeled_30d`` counts labels *known by D* (``label_timestamp <= D``) of
+    transactions in ``[D - 30 d, D)``, ``merchant_fraud_30d`` the frauds among them, and
+    ``merchant_fraud_rate_30d = (fraud + PRIOR_RATE * PRIOR_WEIGHT) / (labeled +
+    PRIOR_WEIGHT)``. A label that arrives after D never counts in snapshot D, so the
+    feature cannot leak labels the model would not have had.
+
+    Every merchant seen in ``transactions`` or ``labels`` or listed in ``merchant_ids``
+    gets a row for every snapshot (zeros and the prior when it had no activity). Naive
+    dates and timestamps are UTC days; a snapshot that is not a midnight is an error.
+    """
+    _require(transactions, ("merchant_id", "event_timestamp"), "transactions")
+    _require(labels, ("merchant_id", "event_timestamp", "label_timestamp", "is_fraud"), "labels")
+    days = _snapshot_days(snapshot_dates)
+    txn_merchant = transactions["merchant_id"].to_numpy(dtype=np.int64)
+    label_merchant = labels["merchant_id"].to_numpy(dtype=np.int64)
+    extra = np.asarray(list(merchant_ids or []), dtype=np.int64)
+    merchants = np.unique(np.concatenate([txn_merchant, label_merchant, extra]))
+
+    columns: dict[str, Any] = {}
+    if len(days) and len(merchants):
+        txn_day = _micros(_utc(transactions["event_timestamp"], "transactions.event_timestamp"))
+        txn_day //= _US_PER_DAY
+        event_day = _micros(_utc(labels["event_timestamp"], "labels.event_timestamp"))
+        event_day //= _US_PER_DAY
+        label_us = _micros(_utc(labels["label_timestamp"], "labels.label_timestamp"))
+        known_day = -(-label_us // _US_PER_DAY)  # the first midnight at or after arrival
+        fraud = labels["is_fraud"].to_numpy(dtype=np.int64) == 1
+
+        # A transaction of day d is in the 7-day window of snapshots d+1..d+7; its label
+        # is in the 30-day window of snapshots d+1..d+30, from the day it is known.
+        txn_count = _intervals_covering(
+            merchants, days, txn_merchant, txn_day + 1, txn_day + MERCHANT_TXN_WINDOW_DAYS
+        )
+        label_start = np.maximum(event_day + 1, known_day)
+        label_end = event_day + MERCHANT_LABEL_WINDOW_DAYS
+        labeled = _intervals_covering(merchants, days, label_merchant, label_start, label_end)
+        frauds = _intervals_covering(
+            merchants, days, label_merchant[fraud], label_start[fraud], label_end[fraud]
+        )
+        columns = {
+            "merchant_txn_count_7d": txn_count,
+            "merchant_labeled_30d": labeled,
+            "merchant_fraud_30d": frauds,
+            "merchant_fraud_rate_30d": (frauds + PRIOR_RATE * PRIOR_WEIGHT)
+            / (labeled + PRIOR_WEIGHT),
+        }
+    n_rows = len(days) * len(merchants)
+    stamps = _timestamps(np.repeat(days * _US_PER_DAY, len(merchants)))
+    out = pd.DataFrame(
+        {"merchant_id": np.tile(merchants, len(days)), "event_timestamp": stamps},
+        index=pd.RangeIndex(n_rows),
+    )
+    for name in MERCHANT_FEATURES:
+        out[name] = np.asarray(columns.get(name, np.zeros(n_rows)), dtype=FEATURE_DTYPES[name])
+    out["created_timestamp"] = out["event_timestamp"]
+    return out
+
+
+# ------------------------------------------------------------------ card profile
+
+
+def card_profile(cards: pd.DataFrame, as_of: pd.Timestamp) -> pd.DataFrame:
+    """Static card attributes, stamped ``as_of`` (an early time, so every join finds them)."""
+    _require(cards, ("card_id", *PROFILE_FEATURES), "cards")
+    stamp = _utc_timestamp(as_of, "as_of")
+    out = cards[["card_id", *PROFILE_FEATURES]].copy()
+    out["event_timestamp"] = _timestamps(np.full(len(out), stamp.value // 1_000, dtype=np.int64))
+    out["created_timestamp"] = out["event_timestamp"]
+    return out
+
+
+# ------------------------------------------------------------------ request time
+
+
+def _floats(df: pd.DataFrame, column: str) -> FloatArray:
+    out: FloatArray = df[column].to_numpy(dtype=np.float64, na_value=np.nan)
+    return out
+
+
+def _haversine_km(
+    lat1: FloatArray, lon1: FloatArray, lat2: FloatArray, lon2: FloatArray
+) -> FloatArray:
+    p1, p2 = np.radians(lat1), np.radians(lat2)
+    dphi, dlmb = p2 - p1, np.radians(lon2 - lon1)
+    a = np.sin(dphi / 2) ** 2 + np.cos(p1) * np.cos(p2) * np.sin(dlmb / 2) ** 2
+    km: FloatArray = 2 * EARTH_RADIUS_KM * np.arcsin(np.sqrt(np.clip(a, 0.0, 1.0)))
+    return km
+
+
+def request_features(df: pd.DataFrame) -> pd.DataFrame:
+    """Features computed when a transaction arrives (:data:`REQUEST_FEATURES`), same index.
+
+    Reads :data:`REQUEST_INPUT_DTYPES`. The looked-up ``card_amount_mean_7d``,
+    ``home_latitude`` and ``home_longitude`` may be missing (an unknown card): the amount
+    ratio is then 1.0 and the distance -1.0. Hours are UTC.
+    """
+    _require(df, REQUEST_INPUT_DTYPES, "request")
+    amount = _floats(df, "amount")
+    card_mean = _floats(df, "card_amount_mean_7d")
+    hour = _utc(df["event_timestamp"], "event_timestamp").dt.hour.to_numpy(dtype=np.int64)
+    coords = [_floats(df, c) for c in ("latitude", "longitude", "home_latitude", "home_longitude")]
+    located = ~np.isnan(np.vstack(coords)).any(axis=0)
+
+    has_mean = card_mean > 0  # False for NaN too
+    ratio = np.ones_like(amount)
+    np.divide(amount, card_mean, out=ratio, where=has_mean)
+    distance = np.full_like(amount, UNKNOWN_DISTANCE_KM)
+    distance[located] = _haversine_km(*(c[located] for c in coords))
+    online = df["channel"].eq("online").to_numpy(dtype=bool, na_value=False)
+    return pd.DataFrame(
+        {
+            "amount_log": np.log1p(amount),
+            "amount_to_card_mean_7d": ratio,
+            "hour_of_day": hour,
+            "is_night": (hour < NIGHT_END_HOUR).astype(np.int64),
+            "distance_from_home_km": distance,
+            "is_online": online.astype(np.int64),
+        },
+        index=df.index,
+    )
