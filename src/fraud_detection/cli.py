@@ -14,6 +14,7 @@ from typing import Annotated, Any
 import typer
 
 from fraud_detection.errors import FraudError
+from fraud_detection.features import cli as features_cli
 
 app = typer.Typer(
     name="fraud",
@@ -22,6 +23,8 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+
+app.add_typer(features_cli.app, name="features")
 
 SCENARIOS = ("drift", "broken_feed")
 

@@ -385,7 +385,7 @@ def merchant_features(
     days = _snapshot_days(snapshot_dates)
     txn_merchant = transactions["merchant_id"].to_numpy(dtype=np.int64)
     label_merchant = labels["merchant_id"].to_numpy(dtype=np.int64)
-    extra = np.asarray(list(merchant_ids or []), dtype=np.int64)
+    extra = np.asarray([] if merchant_ids is None else list(merchant_ids), dtype=np.int64)
     merchants = np.unique(np.concatenate([txn_merchant, label_merchant, extra]))
 
     columns: dict[str, Any] = {}

@@ -1,0 +1,183 @@
+"""``fraud features ...``: build feature tables, training sets, materialize, look up online."""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+if TYPE_CHECKING:
+    from fraud_detection.config import StatePaths
+
+app = typer.Typer(
+    help="Feature store (Feast): build feature tables, training sets, online features.",
+    no_args_is_help=True,
+)
+
+StateDir = Annotated[
+    Path | None, typer.Option(help="Use this state folder instead of the profile's.")
+]
+
+
+def _paths(state_dir: Path | None) -> StatePaths:
+    from fraud_detection.config import StatePaths, load_profile, state_paths
+
+    return StatePaths(root=state_dir.resolve()) if state_dir else state_paths(load_profile())
+
+
+def _date(value: str | None, flag: str) -> dt.date | None:
+    from fraud_detection.errors import FraudError
+
+    if value is None:
+        return None
+    try:
+        return dt.date.fromisoformat(value)
+    except ValueError:
+        raise FraudError(f"{flag} {value!r} is not a date: use YYYY-MM-DD") from None
+
+
+@app.command()
+def build(
+    date: Annotated[str | None, typer.Option(help="Build (or rebuild) this day only.")] = None,
+    rebuild: Annotated[bool, typer.Option(help="Rebuild every accepted day.")] = False,
+    state_dir: StateDir = None,
+) -> None:
+    """Compute feature tables for accepted partitions that have none yet."""
+    from fraud_detection.features import store
+    from fraud_detection.validation.gate import accepted_days, partition_status
+
+    paths = _paths(state_dir)
+    started = time.perf_counter()
+    profile = store.build_profile(paths)
+    day = _date(date, "--date")
+    if day is not None:
+        if partition_status(paths, day) is not True:
+            typer.echo(f"partition {day} is not accepted by the data gate: nothing built")
+            typer.echo(f"  run `fraud validate raw --date {day}` first")
+            raise typer.Exit(1)
+        todo = [day]
+    else:
+        done = set() if rebuild else set(store.built_days(paths))
+        todo = [d for d in accepted_days(paths) if d not in done]
+    raw_days = sorted(
+        dt.date.fromisoformat(p.name.split("=", 1)[1]) for p in paths.raw.glob("date=*")
+    )
+    skipped = [d for d in raw_days if partition_status(paths, d) is not True]
+    for d in todo:
+        result = store.build_day(paths, d)
+        typer.echo(
+            f"{d}: {result.card_rows:,} card rows, {result.merchant_rows:,} merchant snapshots"
+        )
+    if not todo:
+        typer.echo("feature tables are up to date: no new accepted partition")
+    if skipped:
+        shown = ", ".join(str(d) for d in skipped)
+        typer.echo(f"not used (not accepted by the data gate): {shown}")
+    tables = store.FeaturePaths(paths).tables
+    typer.echo(f"built {len(todo)} day(s) in {time.perf_counter() - started:.1f} s")
+    typer.echo(f"  feature tables: {tables}/{{card_behaviour,merchant_risk}}/")
+    typer.echo(f"  card profiles:  {profile}")
+
+
+@app.command("training-set")
+def training_set(
+    as_of: Annotated[
+        str | None,
+        typer.Option(
+            help="Labels known at this day's midnight (default: after the last built day)."
+        ),
+    ] = None,
+    days: Annotated[
+        int | None, typer.Option(help="Only transactions of the last N days before --as-of.")
+    ] = None,
+    out: Annotated[Path | None, typer.Option(help="Parquet file to write.")] = None,
+    state_dir: StateDir = None,
+) -> None:
+    """Build a point-in-time correct training set through Feast (offline store)."""
+    import pandas as pd
+
+    from fraud_detection.errors import FraudError
+    from fraud_detection.features import store
+
+    paths = _paths(state_dir)
+    day = _date(as_of, "--as-of")
+    if day is None:
+        built = store.built_days(paths)
+        if not built:
+            raise FraudError("no features built yet: run `fraud features build` first")
+        day = built[-1] + dt.timedelta(days=1)
+    if days is not None and days <= 0:
+        raise FraudError(f"--days must be positive, got {days}")
+    started = time.perf_counter()
+    frame = store.training_set(paths, pd.Timestamp(day).tz_localize("UTC"), days)
+    target = out or paths.root / "training" / f"training_set_{day.isoformat()}.parquet"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    frame.to_parquet(target, index=False)
+    typer.echo(
+        f"training set as of {day}: {len(frame):,} rows, "
+        f"fraud rate {frame['is_fraud'].mean():.2%}, "
+        f"{frame['event_timestamp'].min():%Y-%m-%d} to {frame['event_timestamp'].max():%Y-%m-%d} "
+        f"({time.perf_counter() - started:.1f} s)"
+    )
+    typer.echo(f"  written to {target}")
+
+
+@app.command()
+def materialize(
+    end: Annotated[
+        str | None, typer.Option(help="Load values up to this day's midnight (default: all built).")
+    ] = None,
+    state_dir: StateDir = None,
+) -> None:
+    """Load the latest feature values into the online store (incremental, idempotent)."""
+    import pandas as pd
+
+    from fraud_detection.features import store
+
+    paths = _paths(state_dir)
+    day = _date(end, "--end")
+    started = time.perf_counter()
+    window = store.materialize(paths, pd.Timestamp(day).tz_localize("UTC") if day else None)
+    typer.echo(
+        f"materialized {window[0]:%Y-%m-%d %H:%M} → {window[1]:%Y-%m-%d %H:%M} UTC "
+        f"into the online store in {time.perf_counter() - started:.1f} s"
+    )
+    typer.echo(f"  online store: {store.FeaturePaths(paths).feast / 'online_store.db'}")
+
+
+@app.command()
+def online(
+    card_id: Annotated[int, typer.Option(help="The card to look up.")],
+    merchant_id: Annotated[int, typer.Option(help="The merchant of the transaction.")] = 0,
+    amount: Annotated[float, typer.Option(help="Transaction amount.")] = 50.0,
+    channel: Annotated[str, typer.Option(help="in_store, online or contactless.")] = "online",
+    latitude: Annotated[float, typer.Option(help="Where the transaction happens.")] = 40.71,
+    longitude: Annotated[float, typer.Option(help="Where the transaction happens.")] = -74.01,
+    state_dir: StateDir = None,
+) -> None:
+    """Show the online features of a card (and merchant) for a transaction happening now."""
+    import pandas as pd
+
+    from fraud_detection.features import store
+
+    paths = _paths(state_dir)
+    feast_store = store.open_store(paths)
+    row = {
+        "card_id": card_id,
+        "merchant_id": merchant_id,
+        "amount": amount,
+        "transaction_timestamp": pd.Timestamp.now(tz="UTC"),
+        "channel": channel,
+        "latitude": latitude,
+        "longitude": longitude,
+    }
+    frame = store.online_features(feast_store, [row])
+    typer.echo(
+        f"online features for card {card_id}, merchant {merchant_id} ({store.FEATURE_SERVICE}):"
+    )
+    for name, value in frame.iloc[0].items():
+        shown = "missing" if pd.isna(value) else value
+        typer.echo(f"  {name:<26} {shown}")
