@@ -70,8 +70,10 @@ format: $(VENV)/.synced ## Format the code and apply safe lint fixes (ruff)
 typecheck: $(VENV)/.synced ## Type-check src/ (mypy)
 	@$(BIN)/mypy
 
-bench: $(VENV)/.synced ## Benchmarks: printed and written to benchmarks/results/
+bench: $(VENV)/.synced ## Benchmarks, each against a baseline in the same run; results in benchmarks/results/
 	@$(BIN)/python benchmarks/bench_simulator.py
+	@$(BIN)/python benchmarks/bench_validation.py
+	@$(BIN)/python benchmarks/bench_feature_store.py
 
 clean: ## Delete all local state (data, models, runs): rm -rf state
 	rm -rf state

@@ -384,7 +384,8 @@ def materialize(
 def online_features(store: FeatureStore, rows: list[dict[str, Any]]) -> pd.DataFrame:
     """Online features of the feature service for request rows (card, merchant, request)."""
     with _quiet():
-        response = store.get_online_features(
-            features=store.get_feature_service(FEATURE_SERVICE), entity_rows=rows
-        )
+        # allow_cache: without it every call re-reads the registry and Feast's own lookup
+        # caches start over (measured: p50 16 ms uncached against 7 ms).
+        service = store.get_feature_service(FEATURE_SERVICE, allow_cache=True)
+        response = store.get_online_features(features=service, entity_rows=rows)
         return pd.DataFrame(response.to_dict())

@@ -1,0 +1,165 @@
+"""``fraud validate ...``: run the data gates by hand, regenerate the suites, find Data Docs.
+
+A rejected batch prints its failures and the Data Docs page and exits with code 1 (the
+gate fails closed); user errors (no such partition, bad config) exit with code 2 through
+:func:`fraud_detection.cli.main`. Great Expectations is imported only by the commands
+that validate.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from fraud_detection.errors import FraudError
+
+if TYPE_CHECKING:
+    from fraud_detection.config import StatePaths
+    from fraud_detection.validation.gate import ValidationOutcome
+
+app = typer.Typer(
+    help="Data gates: validate raw partitions and training sets (Great Expectations).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+StateDir = Annotated[
+    Path | None, typer.Option(help="Use this state folder instead of the profile's.")
+]
+
+
+def _paths(state_dir: Path | None) -> StatePaths:
+    from fraud_detection.config import StatePaths, state_paths
+
+    return StatePaths(root=state_dir.resolve()) if state_dir else state_paths()
+
+
+def _report(outcome: ValidationOutcome) -> None:
+    verdict = "accepted" if outcome.success else "REJECTED"
+    detail = (
+        f"{outcome.evaluated} expectations"
+        if outcome.success
+        else f"{outcome.failed} of {outcome.evaluated} expectations failed"
+    )
+    typer.echo(f"{outcome.batch}: {verdict} ({outcome.rows:,} rows, {detail})")
+    for line in outcome.failure_lines():
+        typer.echo(f"  - {line}")
+    if outcome.data_docs:
+        typer.echo(f"  Data Docs: {outcome.data_docs}")
+    typer.echo(f"  record:    {outcome.record}")
+
+
+@app.command()
+def raw(
+    date: Annotated[
+        str | None, typer.Option("--date", help="The partition's day, YYYY-MM-DD.")
+    ] = None,
+    all_days: Annotated[
+        bool,
+        typer.Option("--all", help="Every partition on disk, oldest first (volume history)."),
+    ] = False,
+    state_dir: StateDir = None,
+) -> None:
+    """Validate raw transaction partitions; exit 1 if any is rejected."""
+    if (date is None) == (not all_days):
+        raise FraudError("give either --date YYYY-MM-DD or --all")
+    from fraud_detection.validation.gate import raw_partition_days
+    from fraud_detection.validation.settings import load_validation_config
+
+    paths = _paths(state_dir)
+    config = load_validation_config()
+    if all_days:
+        days = raw_partition_days(paths)
+        if not days:
+            raise FraudError(f"no partitions under {paths.raw}: run `fraud simulate` first")
+    else:
+        try:
+            days = [dt.date.fromisoformat(str(date))]
+        except ValueError as exc:
+            raise FraudError(f"--date {date!r} is not a date (YYYY-MM-DD)") from exc
+
+    typer.echo(f"validating {len(days)} partition(s) under {paths.raw}")
+    started = time.perf_counter()
+    from fraud_detection.validation.gate import data_docs_index, validate_raw_partition
+
+    rejected = []
+    for day in days:
+        outcome = validate_raw_partition(paths, day, config=config)
+        _report(outcome)
+        if not outcome.success:
+            rejected.append(day.isoformat())
+    typer.echo(
+        f"{len(days) - len(rejected)} accepted, {len(rejected)} rejected "
+        f"in {time.perf_counter() - started:.1f} s; Data Docs index: {data_docs_index(paths)}"
+    )
+    if rejected:
+        typer.echo(f"rejected: {', '.join(rejected)}", err=True)
+        raise typer.Exit(1)
+
+
+@app.command("training-set")
+def training_set(
+    path: Annotated[Path, typer.Argument(help="A training frame as Parquet.")],
+    name: Annotated[
+        str | None, typer.Option(help="Name of the record (default: the file's stem).")
+    ] = None,
+    state_dir: StateDir = None,
+) -> None:
+    """Validate a training frame; exit 1 if it is rejected."""
+    import pandas as pd
+
+    from fraud_detection.validation.gate import validate_training_set
+
+    if not path.is_file():
+        raise FraudError(f"{path}: no such file")
+    try:
+        df = pd.read_parquet(path)
+    except Exception as exc:
+        raise FraudError(f"{path}: not readable as Parquet ({type(exc).__name__})") from exc
+    outcome = validate_training_set(_paths(state_dir), df, name or path.stem, source=path)
+    _report(outcome)
+    if not outcome.success:
+        raise typer.Exit(1)
+
+
+@app.command("write-suites")
+def write_suites(
+    check: Annotated[
+        bool, typer.Option(help="Only check the files are up to date; exit 1 if not.")
+    ] = False,
+) -> None:
+    """Regenerate the versioned suite JSON files from validation/suites.py."""
+    from fraud_detection.validation.suites import SUITES_DIR, build_suites, suite_json
+
+    stale = []
+    for name, suite in build_suites().items():
+        path = SUITES_DIR / f"{name}.json"
+        text = suite_json(suite)
+        current = path.read_text() if path.exists() else None
+        if current == text:
+            typer.echo(f"unchanged {path} ({len(suite['expectations'])} expectations)")
+            continue
+        stale.append(path)
+        if not check:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text)
+            typer.echo(f"wrote     {path} ({len(suite['expectations'])} expectations)")
+    if check and stale:
+        typer.echo(f"out of date: {', '.join(map(str, stale))}", err=True)
+        raise typer.Exit(1)
+
+
+@app.command()
+def docs(state_dir: StateDir = None) -> None:
+    """Print the path of the Data Docs index page."""
+    from fraud_detection.validation.gate import data_docs_index
+
+    index = data_docs_index(_paths(state_dir))
+    if not index.is_file():
+        raise FraudError(f"no Data Docs yet at {index}: run `fraud validate raw --all` first")
+    typer.echo(index)

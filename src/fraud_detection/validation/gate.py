@@ -1,0 +1,762 @@
+"""The data gates: run a versioned suite on a batch, keep a record, build Data Docs.
+
+* :func:`validate_raw_partition` checks one daily partition against ``raw_transactions``.
+* :func:`validate_training_set` checks a training frame against ``training_set``.
+* :func:`accepted_days` / :func:`partition_status` read the records: feature building
+  uses only accepted partitions, so a rejected (or never validated) day stops there.
+
+Each validation is one Great Expectations checkpoint run (all expectations in one pass;
+per-expectation runs would re-hash the frame each time), in the configured result format
+(BASIC by default, see ``configs/validation.yaml``), with an ``UpdateDataDocsAction``. The
+context is ephemeral (suites come from the versioned JSON files) except for two folders
+under the state directory::
+
+    gx/validations/       GX validation results, so the Data Docs index keeps history
+    gx/data_docs/         the Data Docs site: index.html + one page per validation
+    validation/raw/YYYY-MM-DD.json, validation/training/<name>.json   our records
+
+A gate does not raise when data is bad: it returns a :class:`ValidationOutcome` whose
+:meth:`~ValidationOutcome.raise_for_failure` raises :class:`DataValidationError`, naming
+the batch, each failed expectation with its column and what was observed, and the Data
+Docs page. ``great_expectations`` (about 6 s to import) is imported only inside the
+functions that run it.
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime as dt
+import hashlib
+import json
+import logging
+import math
+import os
+import re
+import urllib.parse
+import urllib.request
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+import pandas as pd
+
+from fraud_detection.config import StatePaths
+from fraud_detection.errors import FraudError
+from fraud_detection.validation.settings import ValidationConfig, load_validation_config
+from fraud_detection.validation.suites import (
+    RAW_SUITE,
+    TRAINING_SUITE,
+    load_suite,
+    raw_parameters,
+    training_parameters,
+)
+
+if TYPE_CHECKING:
+    from great_expectations.data_context.data_context.abstract_data_context import (
+        AbstractDataContext,
+    )
+
+__all__ = [
+    "DataValidationError",
+    "Failure",
+    "GateSetupError",
+    "PartitionNotFoundError",
+    "ValidationOutcome",
+    "accepted_days",
+    "data_docs_index",
+    "partition_path",
+    "partition_status",
+    "raw_partition_days",
+    "validate_raw_partition",
+    "validate_training_set",
+]
+
+_SITE = "fraud_docs"
+_DATASOURCE = "fraud_detection"
+_READABLE = "readable_parquet"  # our own check, before GX: the file opens as Parquet
+_SUBJECTS = {"expect_table_columns_to_match_set": "columns", _READABLE: "file"}
+_SAMPLE_KEPT = 20  # offending values kept in records (GX returns up to 20)
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+_PARTITION_DIR = re.compile(r"^date=(\d{4}-\d{2}-\d{2})$")
+
+
+class DataValidationError(FraudError):
+    """A batch was rejected by its gate; the message lists every failed expectation."""
+
+    def __init__(
+        self, message: str, *, batch: str, failures: tuple[Failure, ...], data_docs: Path | None
+    ) -> None:
+        super().__init__(message)
+        self.batch = batch
+        self.failures = failures
+        self.data_docs = data_docs
+
+
+class PartitionNotFoundError(FraudError):
+    """There is no partition file for the day asked for."""
+
+
+class GateSetupError(FraudError):
+    """The suites or Great Expectations could not be set up (a repository problem)."""
+
+
+# ------------------------------------------------------------------ results
+
+
+@dataclass(frozen=True)
+class Failure:
+    """One failed expectation, in words and in figures."""
+
+    expectation: str  # GX type, e.g. "expect_column_values_to_be_between"
+    column: str | None
+    expected: str  # what the expectation asks, e.g. "values between 0 (exclusive) and 50000"
+    problem: str  # what was observed, e.g. "312 unexpected"
+    observed: Any = None  # JSON-safe observed value, when the expectation has one
+    unexpected_count: int | None = None
+    sample: tuple[Any, ...] = ()  # some offending values (JSON-safe)
+
+    @property
+    def subject(self) -> str:
+        """What the failure is about: the column, else the column set, file or table."""
+        return self.column or _SUBJECTS.get(self.expectation, "table")
+
+    def line(self, sample_size: int = 3) -> str:
+        """``amount: values between 0 (exclusive) and 50000 — 312 unexpected, e.g. [-17.2]``."""
+        text = f"{self.subject}: {self.expected} — {self.problem}"
+        if self.sample and sample_size:
+            text += f", e.g. {_show(list(self.sample[:sample_size]))}"
+        return text
+
+    def to_record(self) -> dict[str, Any]:
+        return {
+            "expectation": self.expectation,
+            "column": self.column,
+            "expected": self.expected,
+            "problem": self.problem,
+            "observed": self.observed,
+            "unexpected_count": self.unexpected_count,
+            "sample": list(self.sample),
+        }
+
+
+@dataclass(frozen=True)
+class ValidationOutcome:
+    """What a gate decided about one batch, and where the evidence is."""
+
+    batch: str  # "partition 2026-01-04" or "training set 'name'"
+    suite: str
+    success: bool
+    rows: int
+    evaluated: int  # expectations evaluated
+    failures: tuple[Failure, ...]
+    parameters: Mapping[str, Any]
+    record: Path
+    data_docs: Path | None  # the Data Docs page of this validation
+    result_id: str | None  # the GX validation result key (suite/run name/run time/batch)
+    validated_at: dt.datetime
+    sample_size: int = 3
+
+    @property
+    def failed(self) -> int:
+        return len(self.failures)
+
+    def failure_lines(self) -> list[str]:
+        """One line per failed expectation; checks of a missing column share a line."""
+        lines: list[str] = []
+        skipped: dict[str, list[str]] = {}
+        for failure in self.failures:
+            if failure.problem == _COLUMN_MISSING and failure.column:
+                skipped.setdefault(failure.column, []).append(failure.expected)
+            else:
+                lines.append(failure.line(self.sample_size))
+        for column, checks in skipped.items():
+            lines.append(f"{column}: not checked, column missing ({'; '.join(checks)})")
+        return lines
+
+    def message(self) -> str:
+        """A multi-line account: verdict, each failure, then the Data Docs page."""
+        if self.success:
+            head = f"{self.batch} accepted by suite {self.suite} ({self.evaluated} expectations)"
+        else:
+            head = (
+                f"{self.batch} rejected by suite {self.suite}: {self.failed} of "
+                f"{self.evaluated} expectations failed"
+            )
+        where = f"Data Docs: {self.data_docs}" if self.data_docs else f"record: {self.record}"
+        return "\n".join([head, *(f"  - {line}" for line in self.failure_lines()), where])
+
+    def raise_for_failure(self) -> None:
+        """Raise :class:`DataValidationError` if the batch was rejected."""
+        if not self.success:
+            raise DataValidationError(
+                self.message(), batch=self.batch, failures=self.failures, data_docs=self.data_docs
+            )
+
+
+# ------------------------------------------------------------------ describing failures
+
+_COLUMN_MISSING = "column missing"
+
+
+def _jsonable(value: Any) -> Any:
+    """A JSON-safe version of a value GX reports (timestamps as ISO text, NaN as null)."""
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | set):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float):
+        return None if math.isnan(value) else value
+    if value is None or isinstance(value, str | int | bool):
+        return value
+    if isinstance(value, pd.Timestamp | dt.datetime | dt.date):
+        return value.isoformat()
+    try:
+        if pd.isna(value):
+            return None
+    except (TypeError, ValueError):
+        pass
+    return str(value)
+
+
+def _show(value: Any) -> str:
+    """Short text of a bound or a sample: ``50000`` not ``50000.0``, no ISO zeros."""
+    if isinstance(value, list):
+        return "[" + ", ".join(_show(v) for v in value) + "]"
+    if isinstance(value, float):
+        return f"{value:g}" if abs(value) < 1e15 else repr(value)
+    if isinstance(value, str):
+        if re.match(r"^\d{4}-\d{2}-\d{2}T", value):
+            return value.replace("T", " ").replace(".000000", "")
+        return repr(value)
+    return str(value)
+
+
+def _between(kwargs: Mapping[str, Any], what: str) -> str:
+    low, high = kwargs.get("min_value"), kwargs.get("max_value")
+    low_s = _show(low) + (" (exclusive)" if kwargs.get("strict_min") else "")
+    high_s = _show(high) + (" (exclusive)" if kwargs.get("strict_max") else "")
+    if low is not None and high is not None:
+        return f"{what} between {low_s} and {high_s}"
+    if low is not None:
+        return f"{what} at least {low_s}"
+    if high is not None:
+        return f"{what} at most {high_s}"
+    return f"{what} unbounded"
+
+
+def _value_set(values: list[Any]) -> str:
+    shown = ", ".join(_show(v) for v in values[:6])
+    return "{" + shown + (", …}" if len(values) > 6 else "}")
+
+
+def _expected(kind: str, kwargs: Mapping[str, Any]) -> str:
+    """What an expectation asks, in a few words."""
+    if kind == "expect_table_columns_to_match_set":
+        exact = kwargs.get("exact_match", True) is not False
+        return "exactly the contract's columns" if exact else "at least the required columns"
+    if kind == "expect_column_type_to_be":
+        return f"dtype {kwargs.get('type_')}"
+    if kind == "expect_table_row_count_to_be_between":
+        return _between(kwargs, "row count")
+    if kind == "expect_column_values_to_not_be_null":
+        return "no nulls"
+    if kind == "expect_column_values_to_be_unique":
+        return "unique values"
+    if kind == "expect_column_values_to_be_between":
+        return _between(kwargs, "values")
+    if kind == "expect_column_values_to_be_in_set":
+        return f"values in {_value_set(list(kwargs.get('value_set') or []))}"
+    if kind == "expect_column_mean_to_be_between":
+        return _between(kwargs, "mean")
+    return kind.removeprefix("expect_").replace("_", " ")
+
+
+def _exception_message(info: Any) -> str | None:
+    """GX reports a raised metric either flat or keyed by metric configuration."""
+    if not info:
+        return None
+    if isinstance(info, Mapping) and "raised_exception" in info:
+        return str(info.get("exception_message")) if info.get("raised_exception") else None
+    if isinstance(info, Mapping):
+        messages = [
+            str(v.get("exception_message"))
+            for v in info.values()
+            if isinstance(v, Mapping) and v.get("exception_message")
+        ]
+        return "; ".join(dict.fromkeys(messages)) or None
+    return None
+
+
+def _describe(
+    kind: str,
+    kwargs: Mapping[str, Any],
+    result: Mapping[str, Any],
+    error: str | None,
+    columns: set[str],
+) -> Failure:
+    """A :class:`Failure` from one failed GX expectation result."""
+    column = kwargs.get("column")
+    expected = _expected(kind, kwargs)
+    observed = _jsonable(result.get("observed_value"))
+    count = result.get("unexpected_count")
+    count = int(count) if count is not None else None
+    sample: tuple[Any, ...] = ()
+    if column is not None and column not in columns:
+        problem = _COLUMN_MISSING
+    elif error is not None:
+        problem = f"could not be evaluated: {error}"
+    elif kind == "expect_table_columns_to_match_set":
+        mismatched = (result.get("details") or {}).get("mismatched") or {}
+        parts = [
+            f"{label} {', '.join(map(str, mismatched[key]))}"
+            for key, label in (("missing", "missing"), ("unexpected", "unexpected"))
+            if mismatched.get(key)
+        ]
+        problem = "; ".join(parts) or f"observed {observed}"
+    elif count is not None:
+        total = result.get("element_count")
+        if kind == "expect_column_values_to_not_be_null":
+            problem = f"{count} null" + (f" of {total}" if total is not None else "")
+        else:
+            word = "duplicated" if kind == "expect_column_values_to_be_unique" else "unexpected"
+            problem = f"{count} {word}"
+            sample = tuple(_jsonable(result.get("partial_unexpected_list") or []))
+    elif isinstance(observed, float):
+        problem = f"observed {observed:.4g}"
+    elif kind == "expect_column_type_to_be":
+        problem = f"observed {observed}"
+    else:
+        problem = f"observed {_show(observed)}"
+    return Failure(
+        expectation=kind,
+        column=column,
+        expected=expected,
+        problem=problem,
+        observed=observed,
+        unexpected_count=count,
+        sample=sample[:_SAMPLE_KEPT],
+    )
+
+
+# ------------------------------------------------------------------ Great Expectations
+
+
+@dataclass(frozen=True)
+class _RunResult:
+    success: bool
+    evaluated: int
+    failures: tuple[Failure, ...]
+    data_docs: Path | None
+    result_id: str | None
+
+
+def data_docs_index(paths: StatePaths) -> Path:
+    """The Data Docs site's index page (it exists after the first validation)."""
+    return paths.root / "gx" / "data_docs" / "index.html"
+
+
+def _context(paths: StatePaths) -> AbstractDataContext:
+    """An ephemeral GX context: no bars, our Data Docs site only, results kept on disk."""
+    import great_expectations as gx
+    from great_expectations.data_context.types.base import (
+        DataContextConfig,
+        InMemoryStoreBackendDefaults,
+        ProgressBarsConfig,
+    )
+
+    # GX logs rendering details and store chatter at INFO/WARNING; failures reach us as
+    # results, so only its errors are worth showing.
+    logging.getLogger("great_expectations").setLevel(logging.ERROR)
+    config = DataContextConfig(
+        store_backend_defaults=InMemoryStoreBackendDefaults(),
+        progress_bars=ProgressBarsConfig(globally=False),  # TQDM_DISABLE is ignored by GX
+        analytics_enabled=False,
+    )
+    # Persisting the results (only) lets each run's index.html list earlier runs too.
+    config.stores["validation_results_store"] = {
+        "class_name": "ValidationResultsStore",
+        "store_backend": {
+            "class_name": "TupleFilesystemStoreBackend",
+            "base_directory": str(paths.root / "gx" / "validations"),
+        },
+    }
+    # Replaces the ephemeral default site, which lands in a random temporary folder.
+    config.data_docs_sites = {
+        _SITE: {
+            "class_name": "SiteBuilder",
+            "show_how_to_buttons": False,
+            "store_backend": {
+                "class_name": "TupleFilesystemStoreBackend",
+                "base_directory": str(data_docs_index(paths).parent),
+            },
+            "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
+        }
+    }
+    return gx.get_context(project_config=config, mode="ephemeral")
+
+
+def _url_path(url: str) -> Path:
+    return Path(urllib.request.url2pathname(urllib.parse.urlparse(url).path))
+
+
+def _run_suite(
+    paths: StatePaths,
+    suite_name: str,
+    df: pd.DataFrame,
+    parameters: Mapping[str, Any],
+    run_name: str,
+    run_time: dt.datetime,
+    result_format: Literal["BASIC", "SUMMARY"],
+) -> _RunResult:
+    """Validate ``df`` against the versioned suite in one checkpoint run, with Data Docs."""
+    import great_expectations as gx
+    from great_expectations.checkpoint.actions import UpdateDataDocsAction
+    from great_expectations.core import ExpectationSuite
+    from great_expectations.core.run_identifier import RunIdentifier
+
+    definition = load_suite(suite_name)
+    context = _context(paths)
+    suite = ExpectationSuite(**copy.deepcopy(definition))  # GX adds to the dicts it gets
+    # GX logs and drops an expectation whose type it does not know: fail loudly instead.
+    if len(suite.expectations) != len(definition["expectations"]):
+        raise GateSetupError(
+            f"suite {suite_name}: Great Expectations loaded {len(suite.expectations)} of "
+            f"{len(definition['expectations'])} expectations; run `fraud validate write-suites` "
+            "and check the Great Expectations version"
+        )
+    suite = context.suites.add(suite)
+    batch = (
+        context.data_sources.add_pandas(_DATASOURCE)
+        .add_dataframe_asset(suite_name)
+        .add_batch_definition_whole_dataframe("whole_frame")
+    )
+    validation_definition = context.validation_definitions.add(
+        gx.ValidationDefinition(name=suite_name, data=batch, suite=suite)
+    )
+    checkpoint = context.checkpoints.add(
+        gx.Checkpoint(
+            name=f"{suite_name}_gate",
+            validation_definitions=[validation_definition],
+            result_format=result_format,  # not BOOLEAN_ONLY: it breaks Data Docs rendering
+            actions=[UpdateDataDocsAction(name="data_docs", site_names=[_SITE])],
+        )
+    )
+    result = checkpoint.run(
+        batch_parameters={"dataframe": df},
+        expectation_parameters=dict(parameters),
+        run_id=RunIdentifier(run_name=run_name, run_time=run_time),
+    )
+    columns = {str(c) for c in df.columns}
+    failures: list[Failure] = []
+    evaluated = 0
+    data_docs: Path | None = None
+    result_id: str | None = None
+    for key, validation in result.run_results.items():
+        evaluated += int(validation.statistics.get("evaluated_expectations", 0))
+        for item in validation.results:
+            if item.success:
+                continue
+            config = item.expectation_config
+            assert config is not None
+            failures.append(
+                _describe(
+                    config.type,
+                    config.kwargs,
+                    item.result or {},
+                    _exception_message(item.exception_info),
+                    columns,
+                )
+            )
+        result_id = "/".join(str(part) for part in key.to_tuple())
+        urls = context.get_docs_sites_urls(resource_identifier=key, site_name=_SITE)
+        if urls and urls[0].get("site_url"):
+            data_docs = _url_path(str(urls[0]["site_url"]))
+    # GX returns results in metric order; report them in the suite's order instead.
+    position: dict[tuple[str, str | None], int] = {}
+    for index, expectation in enumerate(definition["expectations"]):
+        position.setdefault((expectation["type"], expectation["kwargs"].get("column")), index)
+    failures.sort(key=lambda f: position.get((f.expectation, f.column), len(position)))
+    return _RunResult(bool(result.success), evaluated, tuple(failures), data_docs, result_id)
+
+
+# ------------------------------------------------------------------ records
+
+
+def partition_path(paths: StatePaths, day: dt.date) -> Path:
+    """``raw/date=YYYY-MM-DD/transactions.parquet``."""
+    return paths.raw / f"date={day.isoformat()}" / "transactions.parquet"
+
+
+def raw_partition_days(paths: StatePaths) -> list[dt.date]:
+    """Every day with a partition folder on disk, in date order."""
+    days = []
+    if paths.raw.is_dir():
+        for child in paths.raw.iterdir():
+            match = _PARTITION_DIR.match(child.name)
+            if match and child.is_dir():
+                days.append(dt.date.fromisoformat(match.group(1)))
+    return sorted(days)
+
+
+def _raw_records(paths: StatePaths) -> Path:
+    return paths.root / "validation" / "raw"
+
+
+def _training_records(paths: StatePaths) -> Path:
+    return paths.root / "validation" / "training"
+
+
+def _write_json(path: Path, payload: Mapping[str, Any]) -> None:
+    """Write atomically: a reader never sees half a record."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, path)
+
+
+def _fingerprint(path: Path) -> dict[str, Any]:
+    stat = path.stat()
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return {
+        "path": str(path),
+        "size": stat.st_size,
+        "mtime_ns": stat.st_mtime_ns,
+        "sha256": digest.hexdigest(),
+    }
+
+
+def _unchanged(source: Mapping[str, Any]) -> bool:
+    """Whether the validated file is still the one on disk (cheap check first)."""
+    path = Path(source["path"])
+    try:
+        stat = path.stat()
+    except OSError:
+        return False
+    if stat.st_size == source.get("size") and stat.st_mtime_ns == source.get("mtime_ns"):
+        return True
+    return stat.st_size == source.get("size") and _fingerprint(path)["sha256"] == source.get(
+        "sha256"
+    )
+
+
+def _read_record(path: Path) -> dict[str, Any] | None:
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None  # unreadable counts as never validated: the gate fails closed
+    return record if isinstance(record, dict) else None
+
+
+def _current_record(path: Path) -> dict[str, Any] | None:
+    """A raw record, if it still describes the partition on disk (else None)."""
+    record = _read_record(path)
+    if record is None:
+        return None
+    source = record.get("source")
+    return record if source is None or _unchanged(source) else None
+
+
+def _current_raw_records(paths: StatePaths) -> dict[dt.date, dict[str, Any]]:
+    """Each validated day's current record, in date order."""
+    records: dict[dt.date, dict[str, Any]] = {}
+    folder = _raw_records(paths)
+    if not folder.is_dir():
+        return records
+    for path in sorted(folder.glob("*.json")):
+        try:
+            day = dt.date.fromisoformat(path.stem)
+        except ValueError:
+            continue
+        if (record := _current_record(path)) is not None:
+            records[day] = record
+    return records
+
+
+def partition_status(paths: StatePaths, day: dt.date) -> bool | None:
+    """True if ``day`` was accepted, False if rejected, None if never validated.
+
+    None also when the partition file changed since it was validated (for example a new
+    ``fraud simulate`` run): the old verdict no longer applies, validate it again.
+    """
+    record = _current_record(_raw_records(paths) / f"{day.isoformat()}.json")
+    return None if record is None else record.get("success") is True
+
+
+def accepted_days(paths: StatePaths) -> list[dt.date]:
+    """The days whose partition, as it is on disk now, passed the raw gate (date order)."""
+    return [
+        day for day, record in _current_raw_records(paths).items() if record.get("success") is True
+    ]
+
+
+def _outcome_record(
+    outcome: ValidationOutcome, extra: Mapping[str, Any], source: Mapping[str, Any] | None
+) -> dict[str, Any]:
+    return {
+        **extra,
+        "batch": outcome.batch,
+        "suite": outcome.suite,
+        "success": outcome.success,
+        "rows": outcome.rows,
+        "evaluated": outcome.evaluated,
+        "failed": outcome.failed,
+        "failures": [f.to_record() for f in outcome.failures],
+        "parameters": _jsonable(dict(outcome.parameters)),
+        "result_id": outcome.result_id,
+        "data_docs": str(outcome.data_docs) if outcome.data_docs else None,
+        "validated_at": outcome.validated_at.isoformat(),
+        "source": dict(source) if source else None,
+    }
+
+
+def _history_rows(paths: StatePaths, day: dt.date) -> list[int]:
+    """Row counts of the accepted partitions before ``day``, oldest first."""
+    records = _current_raw_records(paths)
+    return [
+        int(records[d]["rows"])
+        for d in sorted(records)
+        if d < day and records[d].get("success") and "rows" in records[d]
+    ]
+
+
+# ------------------------------------------------------------------ the gates
+
+
+def _utc_now(now: dt.datetime | None) -> dt.datetime:
+    stamp = now or dt.datetime.now(dt.UTC)
+    if stamp.tzinfo is None:
+        raise ValueError(f"now must be timezone-aware, got {stamp}")
+    return stamp.astimezone(dt.UTC)
+
+
+def _finish(
+    outcome: ValidationOutcome, extra: Mapping[str, Any], source: Mapping[str, Any] | None
+) -> ValidationOutcome:
+    _write_json(outcome.record, _outcome_record(outcome, extra, source))
+    return outcome
+
+
+def validate_raw_partition(
+    paths: StatePaths,
+    day: dt.date,
+    df: pd.DataFrame | None = None,
+    *,
+    now: dt.datetime | None = None,
+    config: ValidationConfig | None = None,
+) -> ValidationOutcome:
+    """Check the partition of ``day`` against ``raw_transactions``; record the verdict.
+
+    Reads ``raw/date=YYYY-MM-DD/transactions.parquet`` unless ``df`` is given (the record
+    then vouches for that frame, not for the file). A missing partition raises
+    :class:`PartitionNotFoundError`; a file that is not readable Parquet is rejected. The
+    row-count bounds come from the accepted partitions before ``day`` (validate days in
+    date order). Validating a day again replaces its record. Never raises for bad data:
+    call :meth:`ValidationOutcome.raise_for_failure`.
+    """
+    cfg = config or load_validation_config()
+    validated_at = _utc_now(now)
+    batch = f"partition {day.isoformat()}"
+    record = _raw_records(paths) / f"{day.isoformat()}.json"
+    extra = {"partition": day.isoformat()}
+    parameters = raw_parameters(
+        day, now=validated_at, history_rows=_history_rows(paths, day), settings=cfg.raw
+    )
+    source: dict[str, Any] | None = None
+    if df is None:
+        file = partition_path(paths, day)
+        if not file.is_file():
+            on_disk = raw_partition_days(paths)
+            known = f"{on_disk[0]} .. {on_disk[-1]}" if on_disk else "none"
+            raise PartitionNotFoundError(
+                f"no partition for {day}: {file} does not exist (partitions on disk: {known})"
+            )
+        source = _fingerprint(file)
+        try:
+            df = pd.read_parquet(file)
+        except Exception as exc:  # any reader error means the feed delivered a bad file
+            unreadable = Failure(
+                expectation=_READABLE,
+                column=None,
+                expected="a readable Parquet file",
+                problem=f"{type(exc).__name__}: {exc}".splitlines()[0],
+            )
+            outcome = ValidationOutcome(
+                batch=batch,
+                suite=RAW_SUITE,
+                success=False,
+                rows=0,
+                evaluated=0,
+                failures=(unreadable,),
+                parameters=parameters,
+                record=record,
+                data_docs=None,
+                result_id=None,
+                validated_at=validated_at,
+                sample_size=cfg.sample_size,
+            )
+            return _finish(outcome, extra, source)
+    run = _run_suite(
+        paths, RAW_SUITE, df, parameters, day.isoformat(), validated_at, cfg.result_format
+    )
+    outcome = ValidationOutcome(
+        batch=batch,
+        suite=RAW_SUITE,
+        success=run.success,
+        rows=len(df),
+        evaluated=run.evaluated,
+        failures=run.failures,
+        parameters=parameters,
+        record=record,
+        data_docs=run.data_docs,
+        result_id=run.result_id,
+        validated_at=validated_at,
+        sample_size=cfg.sample_size,
+    )
+    return _finish(outcome, extra, source)
+
+
+def validate_training_set(
+    paths: StatePaths,
+    df: pd.DataFrame,
+    name: str,
+    *,
+    config: ValidationConfig | None = None,
+    source: Path | None = None,
+) -> ValidationOutcome:
+    """Check a training frame against ``training_set``; record it as ``training/<name>.json``.
+
+    ``name`` identifies the training set (letters, digits, ``.``, ``_``, ``-``), e.g. the
+    training run or the file stem; ``source`` is the file it came from, if any.
+    """
+    if not _NAME.match(name):
+        raise FraudError(
+            f"training set name {name!r}: use letters, digits, '.', '_' or '-' "
+            "(it names the record file)"
+        )
+    cfg = config or load_validation_config()
+    validated_at = _utc_now(None)
+    parameters = training_parameters(cfg.training)
+    run = _run_suite(paths, TRAINING_SUITE, df, parameters, name, validated_at, cfg.result_format)
+    outcome = ValidationOutcome(
+        batch=f"training set {name!r}",
+        suite=TRAINING_SUITE,
+        success=run.success,
+        rows=len(df),
+        evaluated=run.evaluated,
+        failures=run.failures,
+        parameters=parameters,
+        record=_training_records(paths) / f"{name}.json",
+        data_docs=run.data_docs,
+        result_id=run.result_id,
+        validated_at=validated_at,
+        sample_size=cfg.sample_size,
+    )
+    fingerprint = _fingerprint(source) if source is not None and source.is_file() else None
+    return _finish(outcome, {"training_set": name}, fingerprint)
