@@ -40,9 +40,18 @@ level0: $(VENV)/.synced ## Level 0: run the manual notebook non-interactively; m
 	@$(FRAUD) level0
 
 demo: $(VENV)/.synced ## The main job: simulate data, then run every maturity level in turn
-	@echo "== Level 0: manual =="
+	@echo "== Level 0: the manual notebook =="
 	@$(FRAUD) simulate
 	@$(FRAUD) level0
+	@echo; echo "== Level 1: data validation and the feature store =="
+	@$(FRAUD) validate raw --new
+	@$(FRAUD) features build
+	@$(FRAUD) features materialize
+	@$(FRAUD) features online --card-id 7 --merchant-id 3
+	@echo; echo "-- a new day arrives from a broken feed (duplicated transaction ids) --"
+	@$(FRAUD) simulate --days 15 --scenario broken_feed --broken-day 14 --corruption duplicate_ids > /dev/null
+	@$(FRAUD) validate raw --new || echo "(the data gate stopped it: exit code 1, as a failed gate should)"
+	@$(FRAUD) features build
 
 test: $(VENV)/.synced ## Run the whole test suite (unit, integration, e2e)
 	@$(BIN)/pytest

@@ -15,6 +15,7 @@ import typer
 
 from fraud_detection.errors import FraudError
 from fraud_detection.features import cli as features_cli
+from fraud_detection.validation import cli as validation_cli
 
 app = typer.Typer(
     name="fraud",
@@ -25,6 +26,7 @@ app = typer.Typer(
 )
 
 app.add_typer(features_cli.app, name="features")
+app.add_typer(validation_cli.app, name="validate")
 
 SCENARIOS = ("drift", "broken_feed")
 

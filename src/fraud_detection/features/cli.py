@@ -140,10 +140,11 @@ def materialize(
     paths = _paths(state_dir)
     day = _date(end, "--end")
     started = time.perf_counter()
-    window = store.materialize(paths, pd.Timestamp(day).tz_localize("UTC") if day else None)
+    start, end = store.materialize(paths, pd.Timestamp(day).tz_localize("UTC") if day else None)
+    what = "all feature rows" if start <= store.PROFILE_AS_OF else f"rows after {start:%Y-%m-%d}"
     typer.echo(
-        f"materialized {window[0]:%Y-%m-%d %H:%M} → {window[1]:%Y-%m-%d %H:%M} UTC "
-        f"into the online store in {time.perf_counter() - started:.1f} s"
+        f"materialized {what} up to {end:%Y-%m-%d %H:%M} UTC into the online store "
+        f"in {time.perf_counter() - started:.1f} s"
     )
     typer.echo(f"  online store: {store.FeaturePaths(paths).feast / 'online_store.db'}")
 
@@ -178,6 +179,7 @@ def online(
     typer.echo(
         f"online features for card {card_id}, merchant {merchant_id} ({store.FEATURE_SERVICE}):"
     )
-    for name, value in frame.iloc[0].items():
-        shown = "missing" if pd.isna(value) else value
+    for name in frame.columns:
+        value = frame[name].iloc[0]
+        shown = "missing" if pd.isna(value) else f"{value:.6g}"
         typer.echo(f"  {name:<26} {shown}")

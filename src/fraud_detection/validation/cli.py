@@ -63,20 +63,28 @@ def raw(
         bool,
         typer.Option("--all", help="Every partition on disk, oldest first (volume history)."),
     ] = False,
+    new: Annotated[
+        bool, typer.Option("--new", help="Only partitions the gate has not judged yet.")
+    ] = False,
     state_dir: StateDir = None,
 ) -> None:
     """Validate raw transaction partitions; exit 1 if any is rejected."""
-    if (date is None) == (not all_days):
-        raise FraudError("give either --date YYYY-MM-DD or --all")
-    from fraud_detection.validation.gate import raw_partition_days
+    if [date is not None, all_days, new].count(True) != 1:
+        raise FraudError("give one of --date YYYY-MM-DD, --all or --new")
+    from fraud_detection.validation.gate import partition_status, raw_partition_days
     from fraud_detection.validation.settings import load_validation_config
 
     paths = _paths(state_dir)
     config = load_validation_config()
-    if all_days:
+    if all_days or new:
         days = raw_partition_days(paths)
         if not days:
             raise FraudError(f"no partitions under {paths.raw}: run `fraud simulate` first")
+        if new:
+            days = [d for d in days if partition_status(paths, d) is None]
+            if not days:
+                typer.echo("no new partition: every partition on disk has been judged")
+                return
     else:
         try:
             days = [dt.date.fromisoformat(str(date))]
