@@ -15,6 +15,7 @@ import typer
 
 from fraud_detection.errors import FraudError
 from fraud_detection.features import cli as features_cli
+from fraud_detection.training import cli as training_cli
 from fraud_detection.validation import cli as validation_cli
 
 app = typer.Typer(
@@ -26,6 +27,8 @@ app = typer.Typer(
 )
 
 app.add_typer(features_cli.app, name="features")
+app.add_typer(training_cli.app, name="ct")
+app.command("train")(training_cli.train_command)
 app.add_typer(validation_cli.app, name="validate")
 
 SCENARIOS = ("drift", "broken_feed")

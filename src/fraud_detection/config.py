@@ -157,6 +157,7 @@ class MlflowSettings(_Section):
     tracking_uri: str | None = None
     artifact_root: str | None = None
     experiment: str = "fraud-detection"
+    model_name: str = "fraud-detector"  # the registered model; aliases champion, challenger
 
 
 class ServingSettings(_Section):

@@ -1,0 +1,261 @@
+"""Level 1: continuous training (CT) as Prefect flows.
+
+The flow reads like the pipeline's diagram; every task is a thin call into
+``fraud_detection.training.ct`` (the same functions the CLI and DVC stages call):
+
+    ingest → data gate → update features → training set (Feast) → training-set gate
+      → train → evaluate (challenger and champion, same holdout) → register (challenger)
+      → model gate → promote (champion) → materialize online features → notify serving
+
+Triggers (Google's five): on demand (``fraud ct run``, the Prefect UI), on a schedule
+(the ``ct-nightly`` deployment's cron), on new data (:func:`new_data_sensor`), on
+performance degradation and on drift (:func:`signal_trigger`, consuming the signals that
+monitoring writes).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from datetime import timedelta
+from typing import Any
+
+from prefect import flow, get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+from prefect.context import TaskRunContext
+
+from fraud_detection.training import ct
+from fraud_detection.validation.gate import DataValidationError
+
+# ------------------------------------------------------------------------ tasks
+
+
+@task(cache_policy=NO_CACHE)
+def ingest(ctx: ct.CTContext) -> list[dt.date]:
+    """New raw partitions: on disk, not yet judged by the data gate."""
+    return ct.pending_partitions(ctx.paths)
+
+
+@task(retries=2, retry_delay_seconds=2, cache_policy=NO_CACHE)
+def validate_partition(ctx: ct.CTContext, day: dt.date) -> Any:
+    return ct.validate_partition(ctx.paths, day)
+
+
+@task(retries=2, retry_delay_seconds=2, cache_policy=NO_CACHE)
+def update_features(ctx: ct.CTContext, days: list[dt.date]) -> int:
+    return ct.update_features(ctx.paths, days)
+
+
+@task(retries=2, retry_delay_seconds=2, cache_policy=NO_CACHE)
+def build_training_set(ctx: ct.CTContext, when: Any) -> Any:
+    return ct.build_training_set(ctx, when)
+
+
+@task(cache_policy=NO_CACHE)
+def validate_training_set(ctx: ct.CTContext, path: Any) -> ct.TrainingSet:
+    return ct.validate_training_set(ctx, path)
+
+
+def _train_key(context: TaskRunContext, parameters: dict[str, Any]) -> str:
+    # Same training data, same config, same variant: same model. Skip refitting.
+    from fraud_detection.registry.lineage import config_hash
+
+    training: ct.TrainingSet = parameters["training"]
+    settings = config_hash(parameters["ctx"].train)
+    return f"train-{training.digest}-{settings}-{parameters['variant']}"
+
+
+@task(cache_key_fn=_train_key, persist_result=True, cache_expiration=timedelta(days=30))
+def train(ctx: ct.CTContext, training: ct.TrainingSet, variant: ct.Variant) -> Any:
+    return ct.fit(ctx, training, variant)
+
+
+@task(cache_policy=NO_CACHE)
+def evaluate(ctx: ct.CTContext, model: Any, training: ct.TrainingSet) -> ct.Evaluations:
+    return ct.evaluate(ctx, model, training)
+
+
+@task(retries=2, retry_delay_seconds=2, cache_policy=NO_CACHE)
+def register(
+    ctx: ct.CTContext,
+    model: Any,
+    training: ct.TrainingSet,
+    evals: ct.Evaluations,
+    trigger: str,
+    variant: ct.Variant,
+    validation_ids: list[str],
+) -> ct.Registered:
+    plots = ct.figures(model, training, ctx, evals)
+    return ct.log_and_register(
+        ctx,
+        model,
+        training,
+        evals,
+        plots,
+        trigger=trigger,
+        variant=variant,
+        validation_ids=validation_ids,
+    )
+
+
+@task(cache_policy=NO_CACHE)
+def model_gate(
+    ctx: ct.CTContext,
+    model: Any,
+    evals: ct.Evaluations,
+    registered: ct.Registered,
+    training: ct.TrainingSet,
+) -> Any:
+    return ct.model_gate(ctx, model, evals, registered, training)
+
+
+@task(retries=2, retry_delay_seconds=2, cache_policy=NO_CACHE)
+def promote(
+    ctx: ct.CTContext, registered: ct.Registered, evals: ct.Evaluations, decision: Any
+) -> tuple[bool, str | None, str]:
+    return ct.promote(ctx, registered, evals, decision)
+
+
+@task(retries=2, retry_delay_seconds=2, cache_policy=NO_CACHE)
+def materialize(ctx: ct.CTContext) -> str:
+    return ct.materialize(ctx)
+
+
+@task(cache_policy=NO_CACHE)
+def notify_serving(ctx: ct.CTContext, champion: str | None, promoted: bool) -> str:
+    return str(ct.notify_serving(ctx, champion, promoted))
+
+
+# ------------------------------------------------------------------------ flows
+
+
+@flow(name="continuous-training", log_prints=True)
+def ct_flow(
+    trigger: str = "on_demand",
+    state_dir: str | None = None,
+    variant: ct.Variant = "normal",
+    force: bool = False,
+) -> dict[str, Any]:
+    """One CT run. Returns its record (also appended to ``<state>/ct/runs.jsonl``).
+
+    ``variant`` trains a deliberately degraded challenger (``shuffled_labels``,
+    ``drop_key_features``) to show the model gate rejecting it; ``force`` retrains even
+    when nothing new arrived since the last training.
+    """
+    log = get_run_logger()
+    started = time.perf_counter()
+    ctx = ct.context(state_dir)
+    record = ct.RunRecord(trigger=trigger, started_at=dt.datetime.now(dt.UTC).isoformat())
+    try:
+        _run(ctx, record, trigger, variant, force, log)
+    except DataValidationError as exc:
+        record.outcome = "failed"
+        record.training_gate = "REJECTED"
+        record.reasons = [str(exc).splitlines()[0]]
+        ct.append_record(ctx.paths, record.finish(started))
+        raise
+    except Exception as exc:
+        record.outcome = "failed"
+        record.reasons = [f"{type(exc).__name__}: {exc}".splitlines()[0]]
+        ct.append_record(ctx.paths, record.finish(started))
+        raise
+    ct.append_record(ctx.paths, record.finish(started))
+    log.info("CT run %s in %.1f s: %s", record.outcome, record.seconds, record.model_gate)
+    return record.__dict__
+
+
+def _run(
+    ctx: ct.CTContext,
+    record: ct.RunRecord,
+    trigger: str,
+    variant: ct.Variant,
+    force: bool,
+    log: Any,
+) -> None:
+    # 1. Data: new partitions through the data gate (a rejected day is never used).
+    pending = ingest(ctx)
+    outcomes = {day: validate_partition(ctx, day) for day in pending}
+    gate = ct.summarize_data_gate(outcomes)
+    record.data_gate = gate.summary()
+    for day, why in gate.rejected.items():
+        log.warning(
+            "partition %s rejected by the data gate: %s (Data Docs: %s)",
+            day,
+            why,
+            gate.data_docs.get(day, "-"),
+        )
+    when = ct.as_of(ctx.paths)
+    record.as_of = when.isoformat()
+    from fraud_detection.registry import tracking
+
+    tracking.setup_mlflow(ctx.profile)
+    current = tracking.champion(ctx.model_name)
+    record.champion_version = None if current is None else str(current.version)
+    if not force and ct.last_trained_as_of(ctx.paths) == record.as_of:
+        record.outcome = record.model_gate = "skipped: nothing new"
+        log.info("no new data since the last training (as of %s): skipped", when)
+        return
+
+    # 2. Features and the training set, through the training-set gate.
+    update_features(ctx, gate.accepted)
+    path = build_training_set(ctx, when)
+    training = validate_training_set(ctx, path)
+    record.training_gate = f"accepted ({training.rows:,} rows)"
+    record.training_rows = training.rows
+
+    # 3. Train, evaluate against the champion on the same holdout, register.
+    model = train(ctx, training, variant)
+    evals = evaluate(ctx, model, training)
+    record.pr_auc = evals.challenger.pr_auc
+    record.champion_pr_auc = evals.champion.pr_auc if evals.champion else None
+    ids = [training.validation_id]
+    registered = register(ctx, model, training, evals, trigger, variant, ids)
+    record.challenger_version = registered.version
+
+    # 4. The model gate, then the compare-and-set promotion.
+    decision = model_gate(ctx, model, evals, registered, training)
+    promoted, champion, reason = (False, record.champion_version, decision.summary)
+    if decision.promote:
+        promoted, champion, reason = promote(ctx, registered, evals, decision)
+    record.champion_version = champion
+    record.outcome = "promoted" if promoted else "kept champion"
+    record.model_gate = (
+        f"promoted v{registered.version}" if promoted else f"rejected v{registered.version}"
+    )
+    record.reasons = [] if promoted else ([reason] if decision.promote else decision.reasons)
+    for line in record.reasons:
+        log.info("not promoted: %s", line)
+
+    # 5. Deliver: online features up to date, serving told about the champion.
+    materialize(ctx)
+    notify_serving(ctx, champion, promoted)
+
+
+@flow(name="new-data-sensor", log_prints=True)
+def new_data_sensor(state_dir: str | None = None) -> dict[str, Any] | None:
+    """Start CT when a new raw partition has landed (deployed on a short interval)."""
+    ctx = ct.context(state_dir)
+    pending = ct.pending_partitions(ctx.paths)
+    if not pending:
+        print("no new partition: nothing to do")
+        return None
+    print(f"{len(pending)} new partition(s) landed ({pending[0]} .. {pending[-1]}): starting CT")
+    return ct_flow(trigger="new_data", state_dir=state_dir)
+
+
+@flow(name="signal-trigger", log_prints=True)
+def signal_trigger(state_dir: str | None = None) -> dict[str, Any] | None:
+    """Start CT on a monitoring signal: performance degradation or data drift."""
+    from fraud_detection.monitoring import signals
+
+    ctx = ct.context(state_dir)
+    pending = signals.pending(ctx.paths)
+    if not pending:
+        print("no performance or drift signal: nothing to do")
+        return None
+    first = pending[0]
+    print(f"{len(pending)} signal(s); first: {first.kind} — {first.detail}")
+    result = ct_flow(trigger=first.kind, state_dir=state_dir)
+    for signal in pending:
+        signals.consume(ctx.paths, signal, result.get("outcome", ""))
+    return result

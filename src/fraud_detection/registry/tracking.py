@@ -1,0 +1,678 @@
+"""The MLflow adapter: training runs, model versions with lineage, aliases, promotion.
+
+Only this module talks to MLflow (imported inside functions: ``import mlflow`` costs
+seconds). What it keeps in MLflow:
+
+- a **run** per training: params, metrics (slice metrics flattened as
+  ``slice.<column>.<value>.<metric>``), figures, JSON artifacts, and the sklearn
+  ``Pipeline`` as a logged model whose pyfunc returns ``predict_proba``;
+- a **model version** per registered run, tagged with its lineage
+  (:mod:`~fraud_detection.registry.lineage`) and then ``lineage_complete=true``;
+- two **aliases**: ``challenger`` (the latest complete version awaiting the gate) and
+  ``champion`` (the version serving uses). Stages are deprecated and never used.
+
+Promotion is a compare-and-set under a file lock: it moves ``champion`` only if the
+champion is still the one the caller's gate compared against, and only to a version
+whose registration finished. The lock (``<state>/mlflow/promotion.lock``) serializes the
+processes sharing a state folder; MLflow itself has no compare-and-set for aliases.
+
+Models are stored with (standard) pickle: skops cannot serialize the pipeline's
+``FunctionTransformer(pd.DataFrame.astype)``, and MLflow 3.17 notes that a skops allow-list
+read from the model itself is no safety control either. Load only models this project
+logged.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import fcntl
+import importlib.metadata
+import json
+import logging
+import os
+import re
+import time
+import warnings
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from fraud_detection.config import Profile
+from fraud_detection.errors import FraudError
+from fraud_detection.registry.lineage import missing_lineage
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+    from mlflow import MlflowClient
+    from mlflow.entities.model_registry import ModelVersion
+    from mlflow.models import ModelSignature
+    from mlflow.pyfunc import PyFuncModel
+    from sklearn.pipeline import Pipeline
+
+log = logging.getLogger(__name__)
+
+CHAMPION = "champion"
+CHALLENGER = "challenger"
+LINEAGE_COMPLETE = "lineage_complete"
+PROMOTED_AT = "promoted_at"
+SUPERSEDED_BY = "superseded_by"
+GATE_DECISION_FILE = "gate_decision.json"
+SLICE_METRICS_FILE = "slice_metrics.json"
+MODEL_NAME_IN_RUN = "model"
+# Pinned from the running environment: MLflow's own inference would take ~10 s.
+MODEL_REQUIREMENTS = ("mlflow", "scikit-learn", "pandas", "numpy")
+INPUT_EXAMPLE_ROWS = 5
+GATE_REASONS_MAX_CHARS = 1000
+LOCK_TIMEOUT_S = 120.0
+_PARAM_MAX_CHARS = 6000  # MLflow rejects longer param values
+
+# Loggers that are chatty at INFO when a store is created or a model is logged.
+_QUIET_LOGGERS = ("mlflow", "alembic")
+# Messages that are expected here and say nothing actionable.
+_EXPECTED_WARNINGS = (
+    "Failed to resolve installed pip version",  # uv environments have no pip
+    "Saving scikit-learn models in the pickle",  # a deliberate choice (module docstring)
+)
+
+
+class RegistryError(FraudError):
+    """The registry cannot do what was asked; the message says what and why."""
+
+
+@dataclass(frozen=True)
+class TrainingRun:
+    """A finished MLflow run holding a logged model."""
+
+    run_id: str
+    model_uri: str  # ``models:/<model_id>``: what gets registered and loaded
+    experiment_id: str
+    artifact_uri: str  # the run's own artifacts (figures, JSON files)
+
+
+@dataclass(frozen=True)
+class PromotionResult:
+    """What :func:`promote` did; ``champion`` is the champion version after the call."""
+
+    promoted: bool
+    champion: str | None
+    previous: str | None
+    reason: str
+
+
+@dataclass(frozen=True)
+class _Session:
+    experiment_id: str
+    lock_dir: Path
+
+
+_session: _Session | None = None
+
+
+# ------------------------------------------------------------------------ setup
+
+
+class _DropExpected(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not any(expected in message for expected in _EXPECTED_WARNINGS)
+
+
+def _quiet() -> None:
+    for name in _QUIET_LOGGERS:
+        logger = logging.getLogger(name)
+        if logger.getEffectiveLevel() < logging.WARNING:
+            logger.setLevel(logging.WARNING)
+    for name in ("mlflow.utils.environment", "mlflow.sklearn"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _DropExpected) for f in logger.filters):
+            logger.addFilter(_DropExpected())
+
+
+@contextlib.contextmanager
+def _exclusive_lock(path: Path, timeout: float = LOCK_TIMEOUT_S) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on ``path``; released when the process dies, too."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as handle:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise RegistryError(
+                        f"waited {timeout:.0f} s for the lock {path}: another process holds "
+                        "it (a stuck training or promotion?)"
+                    ) from None
+                time.sleep(0.05)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
+def _as_uri(location: str) -> str:
+    """An artifact location as a URI: plain paths become ``file://`` of the absolute path."""
+    if re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://", location):
+        return location
+    return Path(location).expanduser().resolve().as_uri()
+
+
+def _lock_dir(profile: Profile) -> Path:
+    return profile.state_dir / "mlflow"
+
+
+def setup_mlflow(profile: Profile) -> str:
+    """Point MLflow at the profile's stores and return the experiment's id.
+
+    Sets the tracking and registry URI (SQLite under the state folder by default),
+    creates the database and the experiment once under an exclusive file lock (several
+    processes creating a fresh SQLite store at once otherwise race in its migrations),
+    with the profile's artifact root as the experiment's artifact location, and makes it
+    the active experiment. Idempotent; silences MLflow's and alembic's INFO logs.
+    """
+    global _session
+    import mlflow
+    from mlflow import MlflowClient
+    from mlflow.entities import LifecycleStage
+
+    _quiet()  # after the import: importing mlflow configures its logger
+    # No tqdm bars on stderr each time a model is loaded; users may still turn them on.
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+
+    uri = profile.mlflow_tracking_uri
+    if uri.startswith("sqlite:///"):
+        Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    name = profile.mlflow.experiment
+    lock_dir = _lock_dir(profile)
+    with _exclusive_lock(lock_dir / "setup.lock"):
+        client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+        # The first store access creates and migrates the schema; under the lock, once.
+        experiment = client.get_experiment_by_name(name)
+        client.search_registered_models(max_results=1)
+        if experiment is None:
+            experiment_id = client.create_experiment(
+                name, artifact_location=_as_uri(profile.mlflow_artifact_root)
+            )
+        else:
+            experiment_id = experiment.experiment_id
+            if experiment.lifecycle_stage == LifecycleStage.DELETED:
+                client.restore_experiment(experiment_id)
+            wanted = _as_uri(profile.mlflow_artifact_root)
+            if experiment.artifact_location != wanted:  # MLflow cannot move it
+                log.warning(
+                    "experiment %r keeps its artifact location %s (the profile says %s)",
+                    name,
+                    experiment.artifact_location,
+                    wanted,
+                )
+    mlflow.set_experiment(experiment_id=experiment_id)
+    _session = _Session(experiment_id=experiment_id, lock_dir=lock_dir)
+    return experiment_id
+
+
+def _require_session() -> _Session:
+    if _session is None:
+        raise RegistryError("MLflow is not set up in this process: call setup_mlflow(profile)")
+    return _session
+
+
+def _client() -> MlflowClient:
+    from mlflow import MlflowClient
+
+    _require_session()
+    return MlflowClient()
+
+
+# --------------------------------------------------------------------- tracking
+
+
+def _key(part: Any) -> str:
+    """A metric/param/tag name (segment) in MLflow's allowed characters: ``in store`` and
+    ``channel=online`` become ``in_store`` and ``channel_online``; dots are kept."""
+    return re.sub(r"[^\w\-.]+", "_", str(part)).strip("_") or "_"
+
+
+def _flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        name = f"{prefix}{_key(key)}"
+        if isinstance(value, Mapping):
+            flat.update(_flatten(value, f"{name}."))
+        else:
+            flat[name] = value
+    return flat
+
+
+def _number(value: Any) -> float | None:
+    """A metric value as a float; ``None`` for what is not a number (skipped)."""
+    if isinstance(value, bool) or value is None:
+        return None
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _to_json(obj: Any) -> str:
+    def default(value: Any) -> Any:
+        if hasattr(value, "model_dump"):
+            return value.model_dump(mode="json")
+        if hasattr(value, "tolist"):  # numpy scalars and arrays
+            return value.tolist()
+        if hasattr(value, "isoformat"):
+            return value.isoformat()
+        return str(value)
+
+    return json.dumps(obj, indent=2, sort_keys=True, default=default, allow_nan=True)
+
+
+def _pinned_requirements() -> list[str]:
+    return [f"{name}=={importlib.metadata.version(name)}" for name in MODEL_REQUIREMENTS]
+
+
+def _signature(example: pd.DataFrame, proba: Any) -> ModelSignature:
+    """The signature inferred from ``example``: integer columns typed ``Any``, all required.
+
+    MLflow's schema enforcement refuses NaN in an integer column and int64 in a double
+    one, and serving sends both for a count: a number, or missing for a card's first
+    transaction (the pipeline casts every numeric column to Float64 itself). MLflow makes
+    a column optional when the example rows happen to hold a missing value; every column
+    of the example is an input of the model, so all are required, and the signature does
+    not depend on which rows were sampled.
+    """
+    from mlflow.models import ModelSignature, infer_signature
+    from mlflow.types.schema import AnyType, ColSpec, DataType, Schema
+
+    with warnings.catch_warnings():  # the hint about integer columns, handled here
+        warnings.filterwarnings("ignore", "Hint: Inferred schema contains integer", UserWarning)
+        inferred = infer_signature(example, proba)
+    if inferred.inputs is None:
+        return inferred
+    columns = [
+        ColSpec(
+            AnyType() if spec.type in (DataType.long, DataType.integer) else spec.type,
+            spec.name,
+            required=True,
+        )
+        if isinstance(spec, ColSpec)
+        else spec
+        for spec in inferred.inputs.inputs
+    ]
+    return ModelSignature(inputs=Schema(columns), outputs=inferred.outputs)
+
+
+def _figure_file(name: str) -> str:
+    stem = Path(name)
+    return f"figures/{name}" if stem.suffix in {".png", ".svg", ".pdf"} else f"figures/{name}.png"
+
+
+def log_training_run(
+    *,
+    model: Pipeline,
+    params: Mapping[str, Any],
+    metrics: Mapping[str, float],
+    slice_metrics: Mapping[str, Any],
+    figures: Mapping[str, Figure],
+    artifacts: Mapping[str, Any],
+    input_example: pd.DataFrame,
+    tags: Mapping[str, str],
+    run_name: str,
+) -> TrainingRun:
+    """Log one training as an MLflow run and return where it went.
+
+    ``params`` may be nested (keys joined with dots); ``slice_metrics`` is nested too,
+    e.g. ``{"channel": {"online": {"pr_auc": 0.8}}}``, and is logged both as flattened
+    metrics (``slice.channel.online.pr_auc``, non-numbers skipped) and as
+    ``slice_metrics.json``. Each figure becomes ``figures/<name>.png``, each artifact
+    ``<name>.json``. The model is logged with a signature inferred from ``input_example``
+    and its ``predict_proba`` output (integer columns typed ``Any``, see
+    :func:`_signature`), the first rows of ``input_example``, pinned pip requirements (no
+    slow inference) and a pyfunc that returns probabilities. Metrics are linked to the
+    logged model, so MLflow's model page shows them as well.
+    """
+    import mlflow
+    import mlflow.sklearn
+
+    session = _require_session()
+    started = time.perf_counter()
+    example = input_example.head(INPUT_EXAMPLE_ROWS)
+    signature = _signature(example, model.predict_proba(example))
+    flat_params = {key: str(value)[:_PARAM_MAX_CHARS] for key, value in _flatten(params).items()}
+    flat_metrics = {key: _number(value) for key, value in _flatten(metrics).items()}
+    flat_metrics |= {
+        key: _number(value) for key, value in _flatten(slice_metrics, "slice.").items()
+    }
+    numeric = {key: value for key, value in flat_metrics.items() if value is not None}
+
+    with mlflow.start_run(
+        experiment_id=session.experiment_id,
+        run_name=run_name,
+        tags=dict(tags),
+        nested=mlflow.active_run() is not None,
+    ) as run:
+        if flat_params:
+            mlflow.log_params(flat_params)
+        info = mlflow.sklearn.log_model(
+            model,
+            name=MODEL_NAME_IN_RUN,
+            signature=signature,
+            input_example=example,
+            pip_requirements=_pinned_requirements(),
+            pyfunc_predict_fn="predict_proba",
+            serialization_format="pickle",
+        )
+        if numeric:
+            mlflow.log_metrics(numeric, model_id=info.model_id)
+        mlflow.log_text(_to_json(slice_metrics), SLICE_METRICS_FILE)
+        for name, figure in figures.items():
+            mlflow.log_figure(figure, _figure_file(name))
+        for name, content in artifacts.items():
+            filename = name if name.endswith(".json") else f"{name}.json"
+            mlflow.log_text(_to_json(content), filename)
+    elapsed = time.perf_counter() - started
+    log.info("logged run %s (model %s) in %.2f s", run.info.run_id, info.model_id, elapsed)
+    return TrainingRun(
+        run_id=run.info.run_id,
+        model_uri=info.model_uri,
+        experiment_id=run.info.experiment_id,
+        artifact_uri=str(run.info.artifact_uri),
+    )
+
+
+# --------------------------------------------------------------------- registry
+
+
+def _ensure_registered_model(client: MlflowClient, name: str) -> None:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        client.create_registered_model(name)
+    except MlflowException as exc:  # another run (or process) created it first
+        if exc.error_code not in {"RESOURCE_ALREADY_EXISTS", "ALREADY_EXISTS"}:
+            raise
+
+
+def register(run: TrainingRun, name: str, lineage: Mapping[str, str]) -> str:
+    """Register ``run``'s model as a new version of ``name``; return the version.
+
+    The version is created with every lineage tag, the tags are read back, and only then
+    is it tagged ``lineage_complete=true`` and given the ``challenger`` alias. A process
+    that dies in between leaves a version without ``lineage_complete``, which
+    :func:`promote` refuses. Lineage with a required tag missing or empty is an error
+    before anything is written.
+    """
+    missing = missing_lineage(lineage)
+    if missing:
+        raise RegistryError(
+            f"cannot register {name!r} from run {run.run_id}: lineage incomplete, "
+            f"missing {', '.join(missing)}"
+        )
+    client = _client()
+    started = time.perf_counter()
+    _ensure_registered_model(client, name)
+    created = client.create_model_version(
+        name,
+        source=run.model_uri,
+        run_id=run.run_id,
+        tags={key: str(value) for key, value in lineage.items()},
+        model_id=_model_id(run.model_uri),
+    )
+    version = str(created.version)
+    written = client.get_model_version(name, version).tags
+    absent = [key for key, value in lineage.items() if written.get(key) != str(value)]
+    if absent:
+        raise RegistryError(
+            f"{name} version {version}: lineage tags not stored ({', '.join(absent)}); "
+            "it stays incomplete and cannot be promoted"
+        )
+    client.set_model_version_tag(name, version, LINEAGE_COMPLETE, "true")
+    client.set_registered_model_alias(name, CHALLENGER, version)
+    log.info("registered %s version %s in %.2f s", name, version, time.perf_counter() - started)
+    return version
+
+
+def _model_id(model_uri: str) -> str | None:
+    match = re.fullmatch(r"models:/(m-[0-9a-f]+)", model_uri)
+    return match.group(1) if match else None
+
+
+def _by_alias(name: str, alias: str) -> ModelVersion | None:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return _client().get_model_version_by_alias(name, alias)
+    except MlflowException as exc:
+        # No such model: RESOURCE_DOES_NOT_EXIST; no such alias: INVALID_PARAMETER_VALUE.
+        absent = exc.error_code in {"RESOURCE_DOES_NOT_EXIST", "NOT_FOUND"} or (
+            exc.error_code == "INVALID_PARAMETER_VALUE" and "not found" in exc.message
+        )
+        if absent:
+            return None
+        raise
+
+
+def champion(name: str) -> ModelVersion | None:
+    """The version serving uses (alias ``champion``), or ``None`` before the first promotion."""
+    return _by_alias(name, CHAMPION)
+
+
+def challenger(name: str) -> ModelVersion | None:
+    """The latest complete version not yet promoted (alias ``challenger``), or ``None``."""
+    return _by_alias(name, CHALLENGER)
+
+
+def version_info(name: str, version: str) -> dict[str, Any]:
+    """A version's evidence as plain data: tags, aliases, run, source and download URI."""
+    client = _client()
+    mv = client.get_model_version(name, str(version))
+    return {
+        "name": mv.name,
+        "version": str(mv.version),
+        "run_id": mv.run_id,
+        "model_id": mv.model_id or _model_id(mv.source or ""),
+        "source": mv.source,
+        "download_uri": client.get_model_version_download_uri(name, str(version)),
+        "aliases": sorted(mv.aliases),
+        "tags": dict(mv.tags),
+        "created_at": dt.datetime.fromtimestamp(mv.creation_timestamp / 1000, dt.UTC).isoformat(),
+        "status": mv.status,
+    }
+
+
+def promote(
+    name: str,
+    version: str,
+    *,
+    expected_champion: str | None,
+    decision: Mapping[str, Any],
+) -> PromotionResult:
+    """Make ``version`` the champion if the gate said so and nothing moved meanwhile.
+
+    ``expected_champion`` is the champion version the gate compared against (``None`` if
+    there was none). Under the promotion lock: if the champion is no longer that one,
+    nothing changes and the result says who moved it; a version without
+    ``lineage_complete=true`` is refused; otherwise the ``champion`` alias moves, the new
+    champion is tagged ``promoted_at``, the previous one ``superseded_by``, and the
+    ``challenger`` alias is dropped if it pointed at the promoted version. A decision
+    whose ``promote`` is not ``True`` promotes nothing (fail closed).
+    """
+    session = _require_session()
+    version = str(version)
+    expected = None if expected_champion is None else str(expected_champion)
+    if decision.get("promote") is not True:
+        current = champion(name)
+        now = None if current is None else str(current.version)
+        reasons = _reasons(decision) or "no reason given"
+        return PromotionResult(
+            False, now, now, f"the gate did not approve version {version}: {reasons}"
+        )
+    client = _client()
+    with _exclusive_lock(session.lock_dir / "promotion.lock"):
+        current = champion(name)
+        now = None if current is None else str(current.version)
+        if now != expected:
+            return PromotionResult(
+                False,
+                now,
+                now,
+                f"champion moved from {_shown(expected)} to {_shown(now)} since this run "
+                f"started; version {version} was not promoted",
+            )
+        if now == version:
+            return PromotionResult(False, now, now, f"version {version} is already the champion")
+        tags = client.get_model_version(name, version).tags
+        if tags.get(LINEAGE_COMPLETE) != "true":
+            return PromotionResult(
+                False,
+                now,
+                now,
+                f"version {version} has no {LINEAGE_COMPLETE}=true tag (its registration did "
+                "not finish); register the run again",
+            )
+        client.set_registered_model_alias(name, CHAMPION, version)
+        stamp = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+        client.set_model_version_tag(name, version, PROMOTED_AT, stamp)
+        if now is not None:
+            client.set_model_version_tag(name, now, SUPERSEDED_BY, version)
+        pending = challenger(name)
+        if pending is not None and str(pending.version) == version:
+            client.delete_registered_model_alias(name, CHALLENGER)
+    return PromotionResult(
+        True, version, now, f"version {version} is the champion (was {_shown(now)})"
+    )
+
+
+def _shown(version: str | None) -> str:
+    return "none" if version is None else f"version {version}"
+
+
+# ---------------------------------------------------------------- gate decision
+
+
+def _reasons(decision: Mapping[str, Any]) -> str:
+    reasons = decision.get("reasons") or []
+    if isinstance(reasons, str):
+        return reasons
+    return "; ".join(str(reason) for reason in reasons)
+
+
+def _checks(decision: Mapping[str, Any]) -> dict[str, bool]:
+    """Per-check outcomes from ``checks``: ``{name: bool | {"passed": bool}}`` or a list
+    of ``{"name": ..., "passed": ...}``."""
+    raw = decision.get("checks") or {}
+    items: list[tuple[Any, Any]]
+    if isinstance(raw, Mapping):
+        items = list(raw.items())
+    else:
+        items = [(check.get("name"), check) for check in raw if isinstance(check, Mapping)]
+    outcome: dict[str, bool] = {}
+    for check_name, value in items:
+        passed = value.get("passed") if isinstance(value, Mapping) else value
+        outcome[_key(check_name)] = passed is True
+    return outcome
+
+
+def decision_tags(decision: Mapping[str, Any]) -> dict[str, str]:
+    """The model-version tags summing up a gate decision.
+
+    ``gate.promote`` (``true`` only if ``decision["promote"] is True``), ``gate.reasons``
+    (joined, cut to about 1000 characters; the whole decision is in the run's
+    ``gate_decision.json``) and ``gate.check.<name>`` = ``pass``/``fail`` per check.
+    """
+    reasons = _reasons(decision)
+    if len(reasons) > GATE_REASONS_MAX_CHARS:
+        suffix = f"... [{len(reasons)} chars, see {GATE_DECISION_FILE}]"
+        reasons = reasons[: GATE_REASONS_MAX_CHARS - len(suffix)] + suffix
+    tags = {
+        "gate.promote": "true" if decision.get("promote") is True else "false",
+        "gate.reasons": reasons,
+    }
+    for check_name, passed in _checks(decision).items():
+        tags[f"gate.check.{check_name}"] = "pass" if passed else "fail"
+    return tags
+
+
+def record_decision(name: str, version: str, decision: Mapping[str, Any], run_id: str) -> None:
+    """Keep the gate's decision: ``gate_decision.json`` on the run, summary tags on the version."""
+    client = _client()
+    client.log_text(run_id, _to_json(dict(decision)), GATE_DECISION_FILE)
+    for key, value in decision_tags(decision).items():
+        client.set_model_version_tag(name, str(version), key, value)
+
+
+# ------------------------------------------------------------------ infra check
+
+
+def load_pyfunc(model_uri: str) -> PyFuncModel:
+    """Load a logged or registered model (``models:/...``) as an MLflow pyfunc."""
+    import mlflow.pyfunc
+
+    model: PyFuncModel = mlflow.pyfunc.load_model(model_uri)
+    return model
+
+
+def fraud_scores(output: Any) -> np.ndarray:
+    """P(fraud) per row from a pyfunc's output: ``predict_proba``'s last column."""
+    scores = np.asarray(output.to_numpy() if hasattr(output, "to_numpy") else output)
+    if scores.ndim == 2 and scores.shape[1] in (1, 2):
+        scores = scores[:, -1]
+    return scores
+
+
+def check_probabilities(output: Any, n_rows: int) -> tuple[bool, str]:
+    """Whether ``output`` is one finite probability in [0, 1] per row; the detail says why."""
+    try:
+        raw_shape = np.shape(output)
+        scores = fraud_scores(output).astype(float)
+    except (TypeError, ValueError) as exc:
+        return False, f"output is not numeric: {_one_line(exc)}"
+    if scores.shape != (n_rows,):
+        return False, f"wrong shape: expected one probability per row ({n_rows}), got {raw_shape}"
+    bad = ~np.isfinite(scores)
+    if bad.any():
+        return False, f"{int(bad.sum())} of {n_rows} predictions are NaN or infinite"
+    outside = (scores < 0) | (scores > 1)
+    if outside.any():
+        return False, (
+            f"{int(outside.sum())} of {n_rows} predictions are outside [0, 1] "
+            f"(min {scores.min():.3g}, max {scores.max():.3g})"
+        )
+    return True, (
+        f"{n_rows} rows scored, probabilities in [{scores.min():.3f}, {scores.max():.3f}]"
+        if n_rows
+        else "0 rows scored"
+    )
+
+
+def _one_line(exc: BaseException, limit: int = 300) -> str:
+    message = " ".join(str(exc).split())
+    # MLflow's schema errors quote the whole input first; the cause comes after "Error: ".
+    if message.startswith("Failed to enforce schema") and "Error: " in message:
+        message = message.rsplit("Error: ", 1)[-1]
+    message = f"{type(exc).__name__}: {message}"
+    return message if len(message) <= limit else message[: limit - 3] + "..."
+
+
+def infra_check(model_uri: str, sample: pd.DataFrame) -> tuple[bool, str]:
+    """Load the model the way serving will and score ``sample``; never raises.
+
+    OK iff the pyfunc loads and returns one finite probability in [0, 1] per row. The
+    detail is one line: what was scored, or what failed (load, predict, shape, NaN).
+    """
+    try:
+        model = load_pyfunc(model_uri)
+    except Exception as exc:
+        return False, f"load failed for {model_uri}: {_one_line(exc)}"
+    try:
+        output = model.predict(sample)
+    except Exception as exc:
+        return False, f"predict failed on {len(sample)} rows: {_one_line(exc)}"
+    return check_probabilities(output, len(sample))
