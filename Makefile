@@ -18,8 +18,8 @@ export DVC_NO_ANALYTICS := 1
 export DVC_SITE_CACHE_DIR ?= $(CURDIR)/state/dvc-site-cache
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: help install simulate level0 demo test test-unit test-integration test-e2e \
-        test-fast lint format typecheck bench clean
+.PHONY: help install simulate level0 ct experiment repro mlflow-ui demo test test-unit \
+        test-integration test-e2e test-fast lint format typecheck bench clean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  \033[1m%-18s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -38,6 +38,18 @@ simulate: $(VENV)/.synced ## Simulate daily transaction partitions and delayed l
 
 level0: $(VENV)/.synced ## Level 0: run the manual notebook non-interactively; model + metrics in state/level0/
 	@$(FRAUD) level0
+
+ct: $(VENV)/.synced ## Level 1: run the continuous-training flow once (Prefect), on demand
+	@$(FRAUD) ct run
+
+experiment: $(VENV)/.synced ## Train and evaluate without the orchestrator; logged to MLflow, not registered
+	@$(FRAUD) train
+
+repro: $(VENV)/.synced ## Reproduce the pipeline with DVC (dvc.yaml); a no-op when nothing changed
+	@PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro
+
+mlflow-ui: $(VENV)/.synced ## Open the MLflow UI on the local tracking store (http://127.0.0.1:5000)
+	@$(BIN)/mlflow ui --backend-store-uri "sqlite:///$(CURDIR)/state/mlflow/mlflow.db" --host 127.0.0.1 --port 5000
 
 demo: $(VENV)/.synced ## The main job: simulate data, then run every maturity level in turn
 	@echo "== Level 0: the manual notebook =="

@@ -91,7 +91,8 @@ def training_set(
         ),
     ] = None,
     days: Annotated[
-        int | None, typer.Option(help="Only transactions of the last N days before --as-of.")
+        int | None,
+        typer.Option(help="Only the last N days before --as-of (default: train.yaml window_days)."),
     ] = None,
     out: Annotated[Path | None, typer.Option(help="Parquet file to write.")] = None,
     state_dir: StateDir = None,
@@ -109,6 +110,10 @@ def training_set(
         if not built:
             raise FraudError("no features built yet: run `fraud features build` first")
         day = built[-1] + dt.timedelta(days=1)
+    if days is None:
+        from fraud_detection.training.settings import load_train_config
+
+        days = load_train_config().window_days
     if days is not None and days <= 0:
         raise FraudError(f"--days must be positive, got {days}")
     started = time.perf_counter()

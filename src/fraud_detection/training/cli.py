@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import json
 import os
 import sys
 import time
@@ -171,6 +172,12 @@ def train_command(
         Path | None,
         typer.Option(help="A training set Parquet (default: build one as of the latest data)."),
     ] = None,
+    metrics_file: Annotated[
+        Path | None, typer.Option(help="Also write the holdout metrics here (JSON, for DVC).")
+    ] = None,
+    plots_dir: Annotated[
+        Path | None, typer.Option(help="Also write PR and calibration curves here (CSV, for DVC).")
+    ] = None,
     state_dir: StateDir = None,
 ) -> None:
     """Experiment: the CT training code without the orchestrator, logged to MLflow."""
@@ -192,8 +199,8 @@ def train_command(
         f"training on {training.rows:,} rows ({training.window[0]} .. {training.window[1]})…"
     )
     model = ct.fit(ctx, training)
-    evals = ct.evaluate(ctx, model, training)
     tracking.setup_mlflow(ctx.profile)
+    evals = ct.evaluate(ctx, model, training)
     _, holdout = split_holdout(pd.read_parquet(training.path), ctx.train.holdout_days)
     run = tracking.log_training_run(
         model=model,
@@ -207,6 +214,11 @@ def train_command(
         run_name=f"experiment-{training.path.stem}",
     )
     e = evals.challenger
+    if metrics_file is not None:
+        metrics_file.parent.mkdir(parents=True, exist_ok=True)
+        metrics_file.write_text(json.dumps(e.metrics(), indent=2, sort_keys=True) + "\n")
+    if plots_dir is not None:
+        write_curves(model, training, ctx, plots_dir)
     typer.echo(
         f"PR-AUC {e.pr_auc:.3f}  ROC-AUC {e.roc_auc:.3f}  precision {e.precision:.2f}  "
         f"recall {e.recall:.2f} at threshold {e.threshold:.2f}  "
@@ -221,3 +233,25 @@ def train_command(
         f"  MLflow run {run.run_id} in experiment {ctx.profile.mlflow.experiment!r} "
         f"(`make mlflow-ui`); nothing registered"
     )
+
+
+def write_curves(model: Any, training: Any, ctx: Any, folder: Path) -> None:
+    """PR curve and calibration table of the holdout as CSV files (DVC plots)."""
+    import pandas as pd
+    from sklearn.metrics import precision_recall_curve
+
+    from fraud_detection.training.evaluation import scores
+    from fraud_detection.training.model import split_holdout
+
+    _, holdout = split_holdout(pd.read_parquet(training.path), ctx.train.holdout_days)
+    p = scores(model, holdout)
+    precision, recall, _ = precision_recall_curve(holdout["is_fraud"].to_numpy(), p)
+    folder.mkdir(parents=True, exist_ok=True)
+    curve = pd.DataFrame({"recall": recall, "precision": precision})
+    # A few hundred points are enough to draw; keep the file small.
+    step = max(1, len(curve) // 500)
+    curve.iloc[::step].to_csv(folder / "pr_curve.csv", index=False)
+    bins = pd.DataFrame({"predicted": p, "observed": holdout["is_fraud"].to_numpy()})
+    bins["bin"] = (bins["predicted"] * 10).clip(upper=9).astype(int)
+    table = bins.groupby("bin")[["predicted", "observed"]].mean().reset_index()
+    table.to_csv(folder / "calibration.csv", index=False)
