@@ -18,7 +18,7 @@ export DVC_NO_ANALYTICS := 1
 export DVC_SITE_CACHE_DIR ?= $(CURDIR)/state/dvc-site-cache
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: help install simulate level0 ct experiment repro mlflow-ui demo test test-unit \
+.PHONY: help install simulate level0 ct experiment repro mlflow-ui demo demo-level1 test test-unit \
         test-integration test-e2e test-fast lint format typecheck bench clean
 
 help: ## List the targets
@@ -64,6 +64,11 @@ demo: $(VENV)/.synced ## The main job: simulate data, then run every maturity le
 	@$(FRAUD) simulate --days 15 --scenario broken_feed --broken-day 14 --corruption duplicate_ids > /dev/null
 	@$(FRAUD) validate raw --new || echo "(the data gate stopped it: exit code 1, as a failed gate should)"
 	@$(FRAUD) features build
+	@echo; echo "== Level 1: continuous training, day by day =="
+	@$(BIN)/python -m pipelines.level1_continuous_training.demo
+
+demo-level1: $(VENV)/.synced ## Level 1 only: play days one by one; CT on each new day; print the runs table
+	@$(BIN)/python -m pipelines.level1_continuous_training.demo
 
 test: $(VENV)/.synced ## Run the whole test suite (unit, integration, e2e)
 	@$(BIN)/pytest

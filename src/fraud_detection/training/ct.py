@@ -93,7 +93,9 @@ class DataGateResult:
         if self.accepted:
             parts.append(f"{len(self.accepted)} accepted")
         for day, why in self.rejected.items():
-            parts.append(f"{day} REJECTED ({why})")
+            # The first failed expectation, cut to its column and check (the record and
+            # Data Docs hold the rest).
+            parts.append(f"{day} REJECTED ({why.split(' — ')[0]})")
         return ", ".join(parts)
 
 
