@@ -63,8 +63,8 @@ def main(argv: list[str] | None = None) -> int:
     from fraud_detection.training.cli import prefect_environment
 
     prefect_environment(state)
-    from pipelines.level1_continuous_training import flows
     from fraud_detection.training.ct import read_records, records_table
+    from pipelines.level1_continuous_training import flows
 
     paths = StatePaths(root=state)
     started = time.perf_counter()

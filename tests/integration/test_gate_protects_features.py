@@ -22,7 +22,10 @@ def test_rejected_partition_changes_nothing_downstream(tmp_path: Path) -> None:
     # Given four clean days through the gate, into the feature tables and the online store
     cfg = load_simulate_config(
         overrides={
-            "days": 5, "rows_per_day": 1200, "cards": 300, "merchants": 60,
+            "days": 5,
+            "rows_per_day": 1200,
+            "cards": 300,
+            "merchants": 60,
             "label_delay_days": 1,
             "scenario": {"broken_feed": {"enabled": True, "day": 4, "corruption": "duplicate_ids"}},
         }
