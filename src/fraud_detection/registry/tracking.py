@@ -415,26 +415,30 @@ def register(run: TrainingRun, name: str, lineage: Mapping[str, str]) -> str:
             f"cannot register {name!r} from run {run.run_id}: lineage incomplete, "
             f"missing {', '.join(missing)}"
         )
+    session = _require_session()
     client = _client()
     started = time.perf_counter()
-    _ensure_registered_model(client, name)
-    created = client.create_model_version(
-        name,
-        source=run.model_uri,
-        run_id=run.run_id,
-        tags={key: str(value) for key, value in lineage.items()},
-        model_id=_model_id(run.model_uri),
-    )
-    version = str(created.version)
-    written = client.get_model_version(name, version).tags
-    absent = [key for key, value in lineage.items() if written.get(key) != str(value)]
-    if absent:
-        raise RegistryError(
-            f"{name} version {version}: lineage tags not stored ({', '.join(absent)}); "
-            "it stays incomplete and cannot be promoted"
+    # Under the registry lock: MLflow sets an alias as delete-then-insert, so two
+    # processes registering at once collide on the alias table (seen with SQLite).
+    with _exclusive_lock(session.lock_dir / "promotion.lock"):
+        _ensure_registered_model(client, name)
+        created = client.create_model_version(
+            name,
+            source=run.model_uri,
+            run_id=run.run_id,
+            tags={key: str(value) for key, value in lineage.items()},
+            model_id=_model_id(run.model_uri),
         )
-    client.set_model_version_tag(name, version, LINEAGE_COMPLETE, "true")
-    client.set_registered_model_alias(name, CHALLENGER, version)
+        version = str(created.version)
+        written = client.get_model_version(name, version).tags
+        absent = [key for key, value in lineage.items() if written.get(key) != str(value)]
+        if absent:
+            raise RegistryError(
+                f"{name} version {version}: lineage tags not stored ({', '.join(absent)}); "
+                "it stays incomplete and cannot be promoted"
+            )
+        client.set_model_version_tag(name, version, LINEAGE_COMPLETE, "true")
+        client.set_registered_model_alias(name, CHALLENGER, version)
     log.info("registered %s version %s in %.2f s", name, version, time.perf_counter() - started)
     return version
 
