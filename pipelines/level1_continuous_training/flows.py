@@ -145,7 +145,8 @@ def ct_flow(
     log = get_run_logger()
     started = time.perf_counter()
     ctx = ct.context(state_dir)
-    record = ct.RunRecord(trigger=trigger, started_at=dt.datetime.now(dt.UTC).isoformat())
+    now = dt.datetime.now(dt.UTC).isoformat()
+    record = ct.RunRecord(trigger=trigger, started_at=now, variant=variant)
     try:
         _run(ctx, record, trigger, variant, force, log)
     except DataValidationError as exc:

@@ -162,7 +162,7 @@ class DayFeatures:
 def _write(df: pd.DataFrame, path: Path) -> Path:
     # Write then rename, so a killed build never leaves a half-written feature file.
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".parquet.tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # one per process: no clashes
     df.to_parquet(tmp, index=False)
     tmp.replace(path)
     return path
@@ -229,6 +229,25 @@ def build_profile(paths: StatePaths) -> Path:
 
 
 @contextlib.contextmanager
+def feast_lock(paths: StatePaths) -> Iterator[None]:
+    """One Feast writer or reader of this state folder's registry at a time.
+
+    Feast rewrites its file registry in place; another process reading it meanwhile sees
+    a truncated file (and may write it back), losing entities and services for good.
+    """
+    import fcntl
+
+    folder = FeaturePaths(paths).feast
+    folder.mkdir(parents=True, exist_ok=True)
+    with (folder / "registry.lock").open("w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+@contextlib.contextmanager
 def _quiet() -> Iterator[None]:
     """Feast prints progress with print() and warns about experimental features."""
     with warnings.catch_warnings():
@@ -287,15 +306,23 @@ def open_store(paths: StatePaths, *, apply: bool = True) -> FeatureStore:
     config = yaml.safe_load((feature_repo() / "feature_store.yaml").read_text())
     config["registry"] = str(fp.feast / "registry.db")
     config["online_store"] = {**config["online_store"], "path": str(fp.feast / "online_store.db")}
-    with _quiet():
+    with _quiet(), feast_lock(paths):
         store = feast.FeatureStore(config=feast.RepoConfig(repo_path=str(feature_repo()), **config))
-    marker = fp.feast / "applied.sha"
-    digest = _definitions_hash(fp.tables)
-    if apply and (not marker.exists() or marker.read_text() != digest):
-        with _quiet():
+        marker = fp.feast / "applied.sha"
+        digest = _definitions_hash(fp.tables)
+        stale = not marker.exists() or marker.read_text() != digest
+        # Also re-apply when the registry lost the service (a damaged or deleted file).
+        if apply and (stale or FEATURE_SERVICE not in _service_names(store)):
             store.apply(_load_definitions(fp.tables))
-        marker.write_text(digest)
+            marker.write_text(digest)
     return store
+
+
+def _service_names(store: FeatureStore) -> set[str]:
+    try:
+        return {s.name for s in store.list_feature_services()}
+    except Exception:  # an unreadable registry counts as empty: apply again
+        return set()
 
 
 def training_entities(
@@ -343,7 +370,8 @@ def training_set(paths: StatePaths, as_of: pd.Timestamp, days: int | None = None
             "label_delay_days after a transaction; simulate more days or move --as-of later"
         )
     store = open_store(paths)
-    frame = historical_features(store, entities)
+    with feast_lock(paths):
+        frame = historical_features(store, entities)
     frame["event_timestamp"] = frame.pop("transaction_timestamp")
     order = ["transaction_id", "event_timestamp", "card_id", "merchant_id"]
     columns = order + [c for c in frame.columns if c not in order]
@@ -370,7 +398,7 @@ def materialize(
     end = end or _midnight(days[-1] + dt.timedelta(days=1))
     store = open_store(paths)
     previous = _materialized_until(paths)
-    with _quiet():
+    with _quiet(), feast_lock(paths):
         if previous is None:
             start = PROFILE_AS_OF - pd.Timedelta(days=1)
             store.materialize(start_date=start.to_pydatetime(), end_date=end.to_pydatetime())

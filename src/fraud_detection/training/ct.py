@@ -14,6 +14,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import os
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -168,7 +169,9 @@ def build_training_set(ctx: CTContext, when: pd.Timestamp) -> Path:
     frame = store.training_set(ctx.paths, when, ctx.train.window_days)
     path = ctx.paths.root / "training" / f"training_set_{when:%Y-%m-%d}.parquet"
     path.parent.mkdir(parents=True, exist_ok=True)
-    frame.to_parquet(path, index=False)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # atomic: readers never see half
+    frame.to_parquet(tmp, index=False)
+    tmp.replace(path)
     return path
 
 
@@ -411,6 +414,7 @@ class RunRecord:
 
     trigger: str
     started_at: str
+    variant: str = "normal"
     as_of: str | None = None
     data_gate: str = ""
     training_gate: str = ""
@@ -445,8 +449,16 @@ def read_records(paths: StatePaths) -> list[RunRecord]:
 
 
 def last_trained_as_of(paths: StatePaths) -> str | None:
-    """The ``as_of`` of the last run that got as far as training."""
-    trained = [r.as_of for r in read_records(paths) if r.challenger_version is not None]
+    """The ``as_of`` of the last normal run that got as far as training.
+
+    Deliberately degraded challengers (experiments) do not count: the pipeline must still
+    train a real model on the data they saw.
+    """
+    trained = [
+        r.as_of
+        for r in read_records(paths)
+        if r.challenger_version is not None and r.variant == "normal"
+    ]
     return trained[-1] if trained else None
 
 
