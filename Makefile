@@ -100,6 +100,7 @@ bench: $(VENV)/.synced ## Benchmarks, each against a baseline in the same run; r
 	@$(BIN)/python benchmarks/bench_simulator.py
 	@$(BIN)/python benchmarks/bench_validation.py
 	@$(BIN)/python benchmarks/bench_feature_store.py
+	@$(BIN)/python benchmarks/bench_ct.py
 
 clean: ## Delete all local state (data, models, runs): rm -rf state
 	rm -rf state
