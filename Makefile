@@ -101,6 +101,149 @@ bench: $(VENV)/.synced ## Benchmarks, each against a baseline in the same run; r
 	@$(BIN)/python benchmarks/bench_validation.py
 	@$(BIN)/python benchmarks/bench_feature_store.py
 	@$(BIN)/python benchmarks/bench_ct.py
+	@$(BIN)/python benchmarks/bench_serving.py
 
 clean: ## Delete all local state (data, models, runs): rm -rf state
 	rm -rf state
+
+# ---- level 2: CI/CD ----
+# What the GitHub Actions workflows run (.github/workflows/, docs/level2.md): every workflow
+# step is one of these targets (or one above), so a red CI step reproduces locally with the
+# same command. tests/unit/test_workflows.py keeps the workflows and this list in step.
+.PHONY: lint-workflows lint-docker test-data test-notebook smoke repro-sample ct-new-data ct-ci \
+        wheel image deps-fresh
+
+# A tiny simulated world: the whole CT pipeline on it takes about a minute.
+SAMPLE_WORLD := --days 6 --rows-per-day 1500 --cards 300 --merchants 60 --label-delay-days 1
+# The same world for DVC, whose `fraud simulate` stage reads configs/simulate.yaml: as
+# environment overrides (FRAUD_SIMULATE__<KEY>).
+SAMPLE_ENV := FRAUD_SIMULATE__DAYS=6 FRAUD_SIMULATE__ROWS_PER_DAY=1500 FRAUD_SIMULATE__CARDS=300 \
+              FRAUD_SIMULATE__MERCHANTS=60 FRAUD_SIMULATE__LABEL_DELAY_DAYS=1
+# The data-contract tests: the GX suites, the data gates, the gate keeping bad days out.
+DATA_TESTS := tests/unit/test_validation_suites.py tests/integration/test_data_gate.py \
+              tests/integration/test_gate_protects_features.py
+PYTEST_ARGS ?=
+# CT in CI (ct.yml): the state folder (cached between runs), the world new days come from,
+# the trigger (from the GitHub event) and extra `fraud ct run` flags.
+CT_STATE_DIR ?= state
+CT_WORLD := --rows-per-day 5000 --cards 2500 --merchants 300 --label-delay-days 3
+CT_FIRST_DAYS ?= 12
+CT_TRIGGER ?= $(if $(filter schedule,$(GITHUB_EVENT_NAME)),schedule,$(if $(filter repository_dispatch,$(GITHUB_EVENT_NAME)),new_data,on_demand))
+CT_ARGS ?=
+SMOKE_DIR ?=
+WHEEL_DIR ?= dist
+IMAGE ?= fraud-detection-serving:dev
+DEPS_DRY_RUN ?=
+
+lint-workflows: $(VENV)/.synced ## Lint the GitHub Actions workflows (actionlint)
+	@$(BIN)/actionlint -color=false && echo "actionlint: $(words $(wildcard .github/workflows/*.yml)) workflows clean"
+
+lint-docker: $(VENV)/.synced ## Lint the serving Dockerfile (hadolint)
+	@$(BIN)/hadolint Dockerfile && echo "hadolint: Dockerfile clean"
+
+test-data: $(VENV)/.synced ## Data tests: suite files up to date, then the data-contract tests (GX gates)
+	@$(FRAUD) validate write-suites --check
+	@$(BIN)/pytest $(DATA_TESTS) $(PYTEST_ARGS)
+
+test-notebook: $(VENV)/.synced ## Execute the level-0 notebook headless on a small sample (its e2e test)
+	@$(BIN)/pytest tests/e2e/test_level0_notebook.py $(PYTEST_ARGS)
+
+smoke: $(VENV)/.synced ## Smoke test: the whole CT pipeline on a tiny simulated set; throwaway state, Prefect, MLflow
+	@dir="$(SMOKE_DIR)"; if [ -z "$$dir" ]; then dir=$$(mktemp -d); trap 'rm -rf "$$dir"' EXIT; fi; \
+	 echo "smoke test in $$dir (throwaway: its own temporary Prefect server and SQLite MLflow)"; \
+	 $(FRAUD) simulate --state-dir "$$dir" $(SAMPLE_WORLD) && \
+	 env -u PREFECT_API_URL -u PREFECT_API_KEY FRAUD_PROFILE=local \
+	   FRAUD_PROFILE__STATE_DIR="$$dir" PREFECT_HOME="$$dir/prefect" \
+	   $(MAKE) --no-print-directory ct-ci CT_STATE_DIR="$$dir" CT_TRIGGER=on_demand
+
+repro-sample: $(VENV)/.synced ## DVC: `dvc repro` of every stage on a small sample, in a throwaway copy of the repository
+	@copy=$$(mktemp -d); trap 'rm -rf "$$copy"' EXIT; \
+	 echo "dvc repro on a sample in a throwaway copy: $$copy"; \
+	 tar -c --exclude=./.venv --exclude=./state --exclude=./.git --exclude=./.env \
+	   --exclude=./.dvc/cache --exclude=./.dvc/tmp --exclude=./dist \
+	   --exclude=./.mypy_cache --exclude=./.ruff_cache --exclude='__pycache__' . | tar -x -C "$$copy" && \
+	 cd "$$copy" && git init -q && \
+	 env -u FRAUD_PROJECT_DIR -u FRAUD_PROFILE__STATE_DIR -u PREFECT_API_URL FRAUD_PROFILE=local \
+	   $(SAMPLE_ENV) DVC_SITE_CACHE_DIR="$$copy/state/dvc-site-cache" PATH="$(CURDIR)/$(BIN):$$PATH" \
+	   sh -c 'dvc repro && dvc status && dvc metrics show'
+
+ct-new-data: $(VENV)/.synced ## CT in CI: the next simulated day lands in CT_STATE_DIR (stands in for a real feed)
+	@days=$$(ls -d "$(CT_STATE_DIR)"/data/raw/date=* 2>/dev/null | wc -l); \
+	 next=$$(( days > 0 ? days + 1 : $(CT_FIRST_DAYS) )); \
+	 echo "$$days day(s) in $(CT_STATE_DIR): simulating up to day $$next"; \
+	 $(FRAUD) simulate --state-dir "$(CT_STATE_DIR)" --days $$next $(CT_WORLD)
+
+ct-ci: $(VENV)/.synced ## CT in CI: one CT run, the runs table to $GITHUB_STEP_SUMMARY; exit 1 if a gate said no
+	@status=0; \
+	 $(FRAUD) ct run --trigger $(CT_TRIGGER) --fail-on-gate --state-dir "$(CT_STATE_DIR)" $(CT_ARGS) || status=$$?; \
+	 $(FRAUD) ct history --state-dir "$(CT_STATE_DIR)" --last 10; \
+	 if [ -n "$$GITHUB_STEP_SUMMARY" ]; then \
+	   { echo "### Continuous training ($(CT_TRIGGER)): $$([ $$status = 0 ] && echo passed || echo FAILED)"; \
+	     echo; $(FRAUD) ct history --state-dir "$(CT_STATE_DIR)" --last 10 --markdown; } >> "$$GITHUB_STEP_SUMMARY"; \
+	   echo "runs table written to the job summary ($$GITHUB_STEP_SUMMARY)"; \
+	 fi; \
+	 exit $$status
+
+wheel: $(VENV)/.synced ## Build the package wheel into dist/ (uv build)
+	@$(UV) build --wheel --out-dir "$(WHEEL_DIR)" --quiet && ls "$(WHEEL_DIR)"/*.whl
+
+image: ## Build the serving container image (docker build); needs a running Docker daemon
+	@command -v docker >/dev/null 2>&1 && docker info >/dev/null 2>&1 || \
+	 { echo "error: no Docker daemon answers (docker info failed): start Docker, or let cd.yml build the image" >&2; exit 2; }
+	docker build --tag "$(IMAGE)" .
+
+deps-fresh: $(VENV)/.synced ## Re-resolve uv.lock with the newest allowed releases, then lint, type-check and test (DEPS_DRY_RUN=1: only show)
+	@if [ -n "$(DEPS_DRY_RUN)" ]; then $(UV) lock --upgrade --dry-run; exit $$?; fi; \
+	 $(UV) lock --upgrade && $(UV) sync --locked --quiet && touch $(VENV)/.synced && \
+	 { git --no-pager diff --stat -- uv.lock || true; } && \
+	 $(MAKE) --no-print-directory lint typecheck test
+
+# ---- level 2: deployments ----
+# The level-1 flows as Prefect deployments (prefect.yaml, docs/deploy.md). Logs and the
+# recorded process ids live in <state>/deploy/; FRAUD_DEPLOY_PORT picks another port than 4200.
+.PHONY: deploy stop deploy-status deploy-prefect check-deployments
+
+PREFECT_FILE ?= prefect.yaml
+DEPLOY_CLI := $(BIN)/python -m pipelines.level2_cicd.deploy
+
+deploy: $(VENV)/.synced ## Level 2: local Prefect server, work pool, prefect deploy --all, a worker, one deployed CT run
+	@$(DEPLOY_CLI) up --prefect-file $(PREFECT_FILE)
+
+stop: $(VENV)/.synced ## Stop the Prefect server and worker that `make deploy` started (by recorded pids)
+	@$(DEPLOY_CLI) down
+
+deploy-status: $(VENV)/.synced ## Prefect server health, deployments, workers polling, Late runs
+	@$(DEPLOY_CLI) status --prefect-file $(PREFECT_FILE)
+
+deploy-prefect: $(VENV)/.synced ## CD: work pool + prefect deploy --all on PREFECT_API_URL (and PREFECT_API_KEY) from the environment
+	@$(DEPLOY_CLI) remote --prefect-file $(PREFECT_FILE)
+
+check-deployments: $(VENV)/.synced ## Validate prefect.yaml without a server: entrypoints, parameters, schedules
+	@$(DEPLOY_CLI) check --prefect-file $(PREFECT_FILE)
+
+# ---- monitoring ----
+# Batch scoring and monitoring (docs/monitoring.md): both run their Prefect flow, like `make ct`.
+.PHONY: score monitor
+
+score: $(VENV)/.synced ## Batch-score the newest accepted day with the champion (Prefect flow); scores in state/scores/
+	@$(FRAUD) score --latest
+
+monitor: $(VENV)/.synced ## Monitoring: drift, performance on delayed labels, HTML report (state/reports/monitoring/), signals to CT
+	@$(FRAUD) monitor run
+
+# ---- serving: delivery checks ----
+# Google's model-delivery checks for the champion (docs/serving.md): it loads and predicts its
+# input example, the API answers, a short load test meets configs/serving.yaml delivery: budgets.
+# Report in state/serving/delivery/v<N>.json; the version is tagged delivery_check=passed|failed.
+.PHONY: delivery-check
+
+delivery-check: $(VENV)/.synced ## Model delivery checks for the champion (starts the service itself); exit 1 on a failed budget
+	@$(FRAUD) delivery-check
+
+# ---- serving ----
+# The prediction API (docs/serving.md): FastAPI on the Feast online store, the champion
+# hot-reloaded from the registry, every prediction logged under state/serving/predictions/.
+.PHONY: serve
+
+serve: $(VENV)/.synced ## Serve the champion: POST /predict on http://127.0.0.1:8000 (docs at /docs); Ctrl+C stops
+	@$(FRAUD) serve

@@ -11,6 +11,13 @@ Triggers (Google's five): on demand (``fraud ct run``, the Prefect UI), on a sch
 (the ``ct-nightly`` deployment's cron), on new data (:func:`new_data_sensor`), on
 performance degradation and on drift (:func:`signal_trigger`, consuming the signals that
 monitoring writes).
+
+Serving in batch and monitoring, thin tasks over ``fraud_detection.serving.batch`` and
+``fraud_detection.monitoring.monitor`` (``fraud score``, ``fraud monitor run``):
+
+    batch_scoring_flow:  score one day with the champion → <state>/scores/date=.../
+    monitoring_flow:     reference (champion's data) → served traffic → drift
+      → performance on arrived labels → signals → HTML report → MLflow run
 """
 
 from __future__ import annotations
@@ -260,3 +267,86 @@ def signal_trigger(state_dir: str | None = None) -> dict[str, Any] | None:
     for signal in pending:
         signals.consume(ctx.paths, signal, result.get("outcome", ""))
     return result
+
+
+# ------------------------------------------------- batch scoring and monitoring
+
+
+@task(retries=2, retry_delay_seconds=2, cache_policy=NO_CACHE)
+def score_day(day: dt.date | None, state_dir: str | None) -> dict[str, Any]:
+    from fraud_detection.serving import batch
+    from fraud_detection.training.ct import context
+
+    result = batch.score_day(day, profile=context(state_dir).profile, progress=print)
+    return result.to_dict()
+
+
+@flow(name="batch-scoring", log_prints=True)
+def batch_scoring_flow(day: str | None = None, state_dir: str | None = None) -> dict[str, Any]:
+    """Score one day's transactions (YYYY-MM-DD; default the newest accepted partition)
+    with the champion; the scores land in ``<state>/scores/date=YYYY-MM-DD/``."""
+    when = dt.date.fromisoformat(day) if day else None
+    return score_day(when, state_dir)
+
+
+@task(retries=2, retry_delay_seconds=2, cache_policy=NO_CACHE)
+def load_reference(ctx: Any) -> Any:
+    from fraud_detection.monitoring import monitor
+
+    return monitor.load_reference(ctx, progress=print)
+
+
+@task(retries=2, retry_delay_seconds=2, cache_policy=NO_CACHE)
+def served_traffic(ctx: Any) -> Any:
+    from fraud_detection.monitoring import monitor
+
+    return monitor.current_traffic(ctx)
+
+
+@task(cache_policy=NO_CACHE)
+def measure_drift(ctx: Any, reference: Any, current: Any) -> Any:
+    from fraud_detection.monitoring import monitor
+
+    return monitor.measure_drift(ctx, reference, current)
+
+
+@task(retries=2, retry_delay_seconds=2, cache_policy=NO_CACHE)
+def measure_performance(ctx: Any, reference: Any, now: Any) -> Any:
+    from fraud_detection.monitoring import monitor
+
+    return monitor.measure_performance(ctx, reference, now)
+
+
+@task(cache_policy=NO_CACHE)
+def report_and_signal(
+    ctx: Any,
+    reference: Any,
+    current: Any,
+    findings: Any,
+    performance: Any,
+    now: Any,
+    started: float,
+) -> Any:
+    from fraud_detection.monitoring import monitor
+
+    return monitor.finish(ctx, reference, current, findings, performance, now, started)
+
+
+@flow(name="monitoring", log_prints=True)
+def monitoring_flow(state_dir: str | None = None) -> dict[str, Any]:
+    """Drift of served traffic against the champion's data, its performance on the labels
+    arrived so far, an HTML report (logged to MLflow) and the signals CT reacts to."""
+    from fraud_detection.monitoring import monitor
+
+    started = time.perf_counter()
+    ctx = monitor.context(state_dir)
+    reference = load_reference(ctx)
+    current = monitor.require_traffic(ctx, served_traffic(ctx))
+    now = monitor.clock(ctx)
+    findings = measure_drift(ctx, reference, current)
+    performance = measure_performance(ctx, reference, now)
+    result = report_and_signal(ctx, reference, current, findings, performance, now, started)
+    for line in result.signals:
+        print(f"signal {line['kind']}: {line['status']} — {line['detail']}")
+    print(f"monitoring report: {result.report}")
+    return result.to_dict()

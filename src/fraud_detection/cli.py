@@ -15,6 +15,9 @@ import typer
 
 from fraud_detection.errors import FraudError
 from fraud_detection.features import cli as features_cli
+from fraud_detection.monitoring import cli as monitoring_cli
+from fraud_detection.serving import cli as serving_cli
+from fraud_detection.serving import quality_cli as serving_quality_cli
 from fraud_detection.training import cli as training_cli
 from fraud_detection.validation import cli as validation_cli
 
@@ -30,6 +33,11 @@ app.add_typer(features_cli.app, name="features")
 app.add_typer(training_cli.app, name="ct")
 app.command("train")(training_cli.train_command)
 app.add_typer(validation_cli.app, name="validate")
+app.command("score")(monitoring_cli.score_command)
+app.add_typer(monitoring_cli.app, name="monitor")
+app.command("serve")(serving_cli.serve_command)
+app.command("loadtest")(serving_quality_cli.loadtest_command)
+app.command("delivery-check")(serving_quality_cli.delivery_check_command)
 
 SCENARIOS = ("drift", "broken_feed")
 

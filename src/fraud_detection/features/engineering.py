@@ -46,6 +46,7 @@ __all__ = [
     "card_features",
     "card_profile",
     "merchant_features",
+    "request_feature_arrays",
     "request_features",
 ]
 
@@ -459,34 +460,70 @@ def _haversine_km(
     return km
 
 
+def request_feature_arrays(
+    amount: FloatArray,
+    timestamp_us: IntArray,
+    channel: np.ndarray[Any, Any],
+    latitude: FloatArray,
+    longitude: FloatArray,
+    card_amount_mean_7d: FloatArray,
+    home_latitude: FloatArray,
+    home_longitude: FloatArray,
+) -> dict[str, np.ndarray[Any, Any]]:
+    """The array core of :func:`request_features`: numpy in, :data:`REQUEST_FEATURES` out.
+
+    ``timestamp_us`` is microseconds since the epoch (UTC); ``channel`` an object (or
+    string) array where anything but ``"online"``, ``None`` included, is not online;
+    missing numbers are NaN. Each output has the dtype of :data:`REQUEST_FEATURE_DTYPES`.
+    The prediction API calls this on one-element arrays, training through the pandas
+    wrapper: one definition of every request-time feature.
+    """
+    hour = (timestamp_us // _US_PER_HOUR) % 24  # floor division: right before 1970 too
+    coords = (latitude, longitude, home_latitude, home_longitude)
+    located = ~(
+        np.isnan(latitude)
+        | np.isnan(longitude)
+        | np.isnan(home_latitude)
+        | np.isnan(home_longitude)
+    )
+    has_mean = card_amount_mean_7d > 0  # False for NaN too
+    ratio = np.ones_like(amount)
+    np.divide(amount, card_amount_mean_7d, out=ratio, where=has_mean)
+    distance = np.full_like(amount, UNKNOWN_DISTANCE_KM)
+    if located.all():
+        distance = _haversine_km(*coords)
+    elif located.any():
+        distance[located] = _haversine_km(*(c[located] for c in coords))
+    online = np.asarray(channel == "online", dtype=bool)
+    return {
+        "amount_log": np.log1p(amount),
+        "amount_to_card_mean_7d": ratio,
+        "hour_of_day": hour.astype(np.int64),
+        "is_night": (hour < NIGHT_END_HOUR).astype(np.int64),
+        "distance_from_home_km": distance,
+        "is_online": online.astype(np.int64),
+    }
+
+
 def request_features(df: pd.DataFrame) -> pd.DataFrame:
     """Features computed when a transaction arrives (:data:`REQUEST_FEATURES`), same index.
 
     Reads :data:`REQUEST_INPUT_DTYPES`. The looked-up ``card_amount_mean_7d``,
     ``home_latitude`` and ``home_longitude`` may be missing (an unknown card): the amount
-    ratio is then 1.0 and the distance -1.0. Hours are UTC.
+    ratio is then 1.0 and the distance -1.0. Hours are UTC. The computation itself is
+    :func:`request_feature_arrays`, which the prediction API calls directly.
     """
     _require(df, REQUEST_INPUT_DTYPES, "request")
-    amount = _floats(df, "amount")
-    card_mean = _floats(df, "card_amount_mean_7d")
-    hour = _utc(df["event_timestamp"], "event_timestamp").dt.hour.to_numpy(dtype=np.int64)
-    coords = [_floats(df, c) for c in ("latitude", "longitude", "home_latitude", "home_longitude")]
-    located = ~np.isnan(np.vstack(coords)).any(axis=0)
-
-    has_mean = card_mean > 0  # False for NaN too
-    ratio = np.ones_like(amount)
-    np.divide(amount, card_mean, out=ratio, where=has_mean)
-    distance = np.full_like(amount, UNKNOWN_DISTANCE_KM)
-    distance[located] = _haversine_km(*(c[located] for c in coords))
-    online = df["channel"].eq("online").to_numpy(dtype=bool, na_value=False)
-    return pd.DataFrame(
-        {
-            "amount_log": np.log1p(amount),
-            "amount_to_card_mean_7d": ratio,
-            "hour_of_day": hour,
-            "is_night": (hour < NIGHT_END_HOUR).astype(np.int64),
-            "distance_from_home_km": distance,
-            "is_online": online.astype(np.int64),
-        },
-        index=df.index,
+    stamps = _utc(df["event_timestamp"], "event_timestamp")
+    channel = df["channel"].astype(object).where(df["channel"].notna(), None).to_numpy()
+    features = request_feature_arrays(
+        amount=_floats(df, "amount"),
+        timestamp_us=_micros(stamps),
+        channel=channel,
+        latitude=_floats(df, "latitude"),
+        longitude=_floats(df, "longitude"),
+        card_amount_mean_7d=_floats(df, "card_amount_mean_7d"),
+        home_latitude=_floats(df, "home_latitude"),
+        home_longitude=_floats(df, "home_longitude"),
     )
+    return pd.DataFrame(features, index=df.index)

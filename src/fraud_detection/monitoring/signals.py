@@ -62,6 +62,19 @@ def pending(paths: StatePaths) -> list[Signal]:
     return [Signal(**json.loads(p.read_text())) for p in sorted(folder.glob("*.json"))]
 
 
+def consumed(paths: StatePaths) -> list[Signal]:
+    """Signals already acted on by a CT run, oldest first (the outcome stays in the file)."""
+    folder = _folder(paths, "consumed")
+    if not folder.is_dir():
+        return []
+    names = set(Signal.__dataclass_fields__)
+    out = []
+    for path in sorted(folder.glob("*.json")):
+        payload = json.loads(path.read_text())
+        out.append(Signal(**{k: v for k, v in payload.items() if k in names}))
+    return out
+
+
 def consume(paths: StatePaths, signal: Signal, outcome: str) -> Path:
     """Move a pending signal to ``consumed/``, noting what the CT run did about it."""
     source = next(_folder(paths, "pending").glob(f"*-{signal.id}.json"), None)

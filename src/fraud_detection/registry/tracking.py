@@ -387,6 +387,62 @@ def log_training_run(
     )
 
 
+def log_report_run(
+    *,
+    experiment: str,
+    artifact_root: str,
+    run_name: str,
+    params: Mapping[str, Any],
+    metrics: Mapping[str, float],
+    tags: Mapping[str, str],
+    artifacts_dir: Path,
+) -> str:
+    """Log a report (monitoring) as a run of its own ``experiment``; return the run id.
+
+    The experiment is created on first use with its artifacts under ``artifact_root``
+    (next to the training experiment's). Params are flattened and cut like a training
+    run's; non-numeric metrics are skipped; every file of ``artifacts_dir`` becomes an
+    artifact. The active experiment of the process is left as it was.
+    """
+    import mlflow
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    _require_session()
+    client = MlflowClient()
+    found = client.get_experiment_by_name(experiment)
+    if found is None:
+        try:
+            experiment_id = client.create_experiment(
+                experiment, artifact_location=_as_uri(artifact_root)
+            )
+        except MlflowException:  # created meanwhile by another process
+            found = client.get_experiment_by_name(experiment)
+            if found is None:
+                raise
+            experiment_id = found.experiment_id
+    else:
+        experiment_id = found.experiment_id
+    flat_params = {key: str(value)[:_PARAM_MAX_CHARS] for key, value in _flatten(params).items()}
+    numeric = {
+        _key(key): value
+        for key, raw in _flatten(metrics).items()
+        if (value := _number(raw)) is not None and np.isfinite(value)
+    }
+    with mlflow.start_run(
+        experiment_id=experiment_id,
+        run_name=run_name,
+        tags=dict(tags),
+        nested=mlflow.active_run() is not None,
+    ) as run:
+        if flat_params:
+            mlflow.log_params(flat_params)
+        if numeric:
+            mlflow.log_metrics(numeric)
+        mlflow.log_artifacts(str(artifacts_dir))
+    return str(run.info.run_id)
+
+
 # --------------------------------------------------------------------- registry
 
 

@@ -76,6 +76,10 @@ def run(
         typer.Option(help="normal, or a degraded challenger: shuffled_labels, drop_key_features."),
     ] = "normal",
     force: Annotated[bool, typer.Option(help="Retrain even if nothing new arrived.")] = False,
+    fail_on_gate: Annotated[
+        bool,
+        typer.Option(help="Exit 1 if a gate rejected a partition or the challenger (CI)."),
+    ] = False,
     state_dir: StateDir = None,
 ) -> None:
     """Run the continuous-training flow once (the on-demand trigger)."""
@@ -93,6 +97,14 @@ def run(
     record = flows.ct_flow(trigger=trigger, state_dir=str(state), variant=variant, force=force)
     _print_record(record)
     typer.echo(f"  runs: {state / 'ct' / 'runs.jsonl'}   (fraud ct history)")
+    if fail_on_gate:
+        from fraud_detection.training.ct import RunRecord, failed_gates
+
+        failed = failed_gates(RunRecord(**record))
+        for line in failed:
+            typer.echo(f"gate failed: {line}", err=True)
+        if failed:
+            raise typer.Exit(1)
 
 
 @app.command()

@@ -462,6 +462,23 @@ def last_trained_as_of(paths: StatePaths) -> str | None:
     return trained[-1] if trained else None
 
 
+def failed_gates(record: RunRecord) -> list[str]:
+    """The gates that said no in this run, one line each (empty: every gate passed).
+
+    A rejected raw partition, a rejected training set and a rejected challenger all count:
+    CI (``fraud ct run --fail-on-gate``) turns them into a red job. A run skipped because
+    nothing new arrived is not a failure.
+    """
+    failed = []
+    if "REJECTED" in record.data_gate:
+        failed.append(f"data gate: {record.data_gate}")
+    if record.training_gate.startswith("REJECTED"):
+        failed.append(f"training-set gate: {'; '.join(record.reasons) or 'rejected'}")
+    if record.model_gate.startswith("rejected"):
+        failed.append(f"model gate: {record.model_gate}")
+    return failed
+
+
 def records_table(records: Sequence[RunRecord], markdown: bool = False) -> str:
     """The runs as a table: as of, trigger, data gate, model gate, champion, PR-AUC."""
     header = ["as of", "trigger", "data gate", "model gate", "champion", "PR-AUC", "champ. PR-AUC"]

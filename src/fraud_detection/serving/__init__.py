@@ -1,0 +1,1 @@
+"""The prediction service: FastAPI on Feast online features, hot reload, prediction log."""

@@ -1,0 +1,429 @@
+"""The prediction API (FastAPI): ``/predict``, ``/predict/batch``, ``/health``, ``/ready``,
+``/metadata`` and the OpenAPI docs at ``/docs``.
+
+``create_app`` wires the pieces: the champion watcher (:mod:`.champion`, hot reload), the
+online-store reader (:mod:`.online`), the predictor (:mod:`.service`) and the prediction
+log (:mod:`.predlog`); they start and stop with the app (lifespan). Handlers are
+``async`` and do their sub-millisecond CPU work inline: a hop to a thread pool per
+request would cost more than the work (see docs/serving.md for the figures).
+
+A body over ``max_body_bytes`` is answered 413 and, when the profile requires it, a
+request without the right ``X-API-Key`` 401, both by a small ASGI middleware before any
+parsing. Probes (``/health``, ``/ready``) and the docs need no key.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hmac
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+from fastapi import FastAPI
+from fastapi.responses import Response
+
+from fraud_detection.config import Profile, Secrets, StatePaths, load_profile, state_paths
+from fraud_detection.errors import FraudError
+from fraud_detection.serving.champion import ChampionWatcher, ServedModel
+from fraud_detection.serving.online import (
+    OnlineStoreError,
+    OnlineStoreReader,
+    online_store_path,
+)
+from fraud_detection.serving.predlog import PredictionLog
+from fraud_detection.serving.schemas import BatchPrediction, BatchRequest, Prediction, Transaction
+from fraud_detection.serving.service import Predictor
+from fraud_detection.serving.settings import ServingConfig, load_serving_config
+
+__all__ = ["API_KEY_HEADER", "ServingError", "create_app", "predictions_folder"]
+
+log = logging.getLogger(__name__)
+
+API_KEY_HEADER = "X-API-Key"
+OPEN_PATHS = frozenset({"/health", "/ready", "/docs", "/docs/oauth2-redirect", "/openapi.json"})
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+
+class ServingError(FraudError):
+    """The service cannot start as configured; the message says what to set."""
+
+
+def predictions_folder(paths: StatePaths) -> Path:
+    """Where the prediction log's part files go."""
+    return paths.root / "serving" / "predictions"
+
+
+def _json(body: Any, status: int = 200) -> Response:
+    return Response(orjson.dumps(body), status_code=status, media_type="application/json")
+
+
+# ----------------------------------------------------------------- middleware
+
+
+class Guard:
+    """Pure ASGI middleware: request-size limit (413) and optional API key (401)."""
+
+    def __init__(self, app: ASGIApp, *, max_body_bytes: int, api_key: str | None) -> None:
+        self.app = app
+        self.max_body_bytes = max_body_bytes
+        self.api_key = None if api_key is None else api_key.encode()
+
+    async def _reject(self, send: Send, status: int, detail: str) -> None:
+        body = orjson.dumps({"detail": detail})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope["headers"])
+        if self.api_key is not None and scope["path"] not in OPEN_PATHS:
+            given = headers.get(b"x-api-key", b"")
+            if not hmac.compare_digest(given, self.api_key):
+                what = "missing" if not given else "wrong"
+                await self._reject(
+                    send, 401, f"{what} API key: send it in the {API_KEY_HEADER} header"
+                )
+                return
+        length = headers.get(b"content-length")
+        if length is not None:
+            if length.isdigit() and int(length) > self.max_body_bytes:
+                await self._reject(send, 413, self._too_large(int(length)))
+                return
+            await self.app(scope, receive, send)
+            return
+        if scope["method"] in ("GET", "HEAD"):
+            await self.app(scope, receive, send)
+            return
+        # No length given (chunked): read up to the limit, then hand the body on.
+        chunks, size = [], 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                break
+            chunks.append(message.get("body", b""))
+            size += len(chunks[-1])
+            if size > self.max_body_bytes:
+                await self._reject(send, 413, self._too_large(None))
+                return
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        sent = False
+
+        async def replay() -> Message:
+            nonlocal sent
+            if sent:
+                return await receive()
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        await self.app(scope, replay, send)
+
+    def _too_large(self, size: int | None) -> str:
+        shown = "more than the limit" if size is None else f"{size:,} bytes"
+        return (
+            f"request body is {shown}; the limit is {self.max_body_bytes:,} bytes "
+            "(serving.max_body_bytes): send fewer transactions per request"
+        )
+
+
+# ----------------------------------------------------------------- the app
+
+
+@dataclass
+class _Service:
+    """Everything the handlers use, created in the lifespan."""
+
+    config: ServingConfig
+    profile: Profile
+    paths: StatePaths
+    watcher: ChampionWatcher
+    reader: OnlineStoreReader
+    predictor: Predictor
+    prediction_log: PredictionLog | None
+    store_error: str | None = None
+
+    def check_store(self) -> bool:
+        try:
+            self.reader.check()
+        except (OnlineStoreError, OSError) as exc:
+            self.store_error = str(exc)
+            return False
+        except Exception as exc:  # sqlite3 errors: a damaged or locked file
+            self.store_error = f"{type(exc).__name__}: {exc}"
+            return False
+        self.store_error = None
+        return True
+
+
+def create_app(
+    state_dir: str | Path | None = None,
+    *,
+    config: ServingConfig | None = None,
+    profile: Profile | None = None,
+) -> FastAPI:
+    """The prediction API for a state folder (default: the active profile's).
+
+    Nothing starts until the app's lifespan does (``uvicorn`` or ``with TestClient(app)``):
+    then MLflow is set up, the champion loaded and followed, the online store opened
+    and the prediction log's writer started. Raises :class:`ServingError` when the
+    profile requires an API key and ``FRAUD_API_KEY`` is not set.
+    """
+    profile = profile or load_profile()
+    if state_dir is not None:
+        profile = profile.model_copy(update={"state_dir": Path(state_dir).resolve()})
+    config = config or load_serving_config()
+    paths = state_paths(profile)
+    api_key: str | None = None
+    if profile.serving.api_key_required:
+        secret = Secrets().api_key
+        if secret is None or not secret.get_secret_value():
+            raise ServingError(
+                f"profile {profile.name!r} requires an API key (serving.api_key_required) but "
+                "FRAUD_API_KEY is not set: export FRAUD_API_KEY=<key> and start again"
+            )
+        api_key = secret.get_secret_value()
+
+    holder: dict[str, _Service] = {}
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        from fraud_detection.registry import tracking
+        from fraud_detection.serving.scorer import limit_openmp_threads
+
+        limit_openmp_threads()  # this thread runs the handlers: one-row calls, one thread
+        tracking.setup_mlflow(profile)
+        watcher = ChampionWatcher(
+            profile.mlflow.model_name,
+            interval_s=config.reload_interval_s,
+            champion_file=paths.root / "serving" / "champion.json",
+            threshold_override=config.threshold,
+        )
+        reader = OnlineStoreReader(online_store_path(paths))
+        prediction_log = None
+        if config.prediction_log.enabled:
+            prediction_log = PredictionLog(predictions_folder(paths), config.prediction_log)
+            prediction_log.start()
+        service = _Service(
+            config=config,
+            profile=profile,
+            paths=paths,
+            watcher=watcher,
+            reader=reader,
+            predictor=Predictor(reader, prediction_log),
+            prediction_log=prediction_log,
+        )
+        if not service.check_store():
+            log.warning("online store not ready: %s", service.store_error)
+        watcher.start()
+        holder["service"] = service
+        try:
+            yield
+        finally:
+            watcher.stop()
+            if prediction_log is not None:
+                counters = prediction_log.close()
+                log.info(
+                    "prediction log: %d rows in %d files under %s (%d dropped)",
+                    counters.logged,
+                    counters.files,
+                    predictions_folder(paths),
+                    counters.dropped,
+                )
+            reader.close()
+            holder.clear()
+
+    app = FastAPI(
+        title="Fraud detection: prediction API",
+        version="1",
+        summary="Scores card transactions with the champion model on online features.",
+        lifespan=lifespan,
+    )
+    app.add_middleware(
+        Guard,
+        max_body_bytes=config.max_body_bytes,
+        api_key=api_key,
+    )
+    secured: dict[str, Any] = {"security": [{"APIKeyHeader": []}]} if api_key else {}
+
+    def _serving() -> tuple[_Service, ServedModel] | Response:
+        """The service and the model to answer with (read once), or a 503 saying why not."""
+        service = holder.get("service")
+        if service is None:
+            return _json({"detail": "the service is starting"}, 503)
+        model = service.watcher.current
+        if model is None:
+            report = service.watcher.ready_report()
+            why = (
+                report["last_reload"]["error"]
+                or report["registry_error"]
+                or (f"no {service.profile.mlflow.model_name!r} version has the champion alias")
+            )
+            return _json({"detail": f"no model loaded: {why}"}, 503)
+        return service, model
+
+    def _store_down(service: _Service, exc: Exception) -> Response:
+        service.store_error = f"{type(exc).__name__}: {exc}"
+        return _json({"detail": f"online store unavailable: {service.store_error}"}, 503)
+
+    @app.post(
+        "/predict",
+        response_model=Prediction,
+        summary="Score one transaction",
+        responses={503: {"description": "No model or online store loaded yet"}},
+        openapi_extra=secured,
+    )
+    async def predict(transaction: Transaction) -> Response:
+        started = time.perf_counter()
+        serving = _serving()
+        if isinstance(serving, Response):
+            return serving
+        service, model = serving  # read once: a reload never changes it mid-request
+        try:
+            body = service.predictor.predict(model, transaction, started)
+        except Exception as exc:
+            if _is_store_error(exc):
+                return _store_down(service, exc)
+            raise
+        return _json(body)
+
+    @app.post(
+        "/predict/batch",
+        response_model=BatchPrediction,
+        summary="Score several transactions in one request",
+        openapi_extra=secured,
+    )
+    async def predict_batch(batch: BatchRequest) -> Response:
+        started = time.perf_counter()
+        serving = _serving()
+        if isinstance(serving, Response):
+            return serving
+        service, model = serving
+        limit = service.config.max_batch_rows
+        if len(batch.transactions) > limit:
+            return _json(
+                {
+                    "detail": [
+                        {
+                            "type": "too_long",
+                            "loc": ["body", "transactions"],
+                            "msg": f"at most {limit} transactions per request "
+                            f"(got {len(batch.transactions)}; serving.max_batch_rows)",
+                        }
+                    ]
+                },
+                422,
+            )
+        try:
+            bodies = service.predictor.predict_many(model, batch.transactions, started)
+        except Exception as exc:
+            if _is_store_error(exc):
+                return _store_down(service, exc)
+            raise
+        return _json({"model_version": model.version, "predictions": bodies})
+
+    @app.get("/health", summary="Liveness: the process is up")
+    async def health() -> Response:
+        return _json({"status": "ok"})
+
+    @app.get(
+        "/ready",
+        summary="Readiness: a model and the online store are loaded",
+        responses={503: {"description": "Not ready; the body says why"}},
+    )
+    async def ready() -> Response:
+        service = holder.get("service")
+        if service is None:
+            return _json({"ready": False, "detail": "the service is starting"}, 503)
+        store_ok = service.check_store()
+        model = service.watcher.ready_report()
+        is_ready = bool(model["loaded"]) and store_ok
+        body = {
+            "ready": is_ready,
+            "model": model,
+            "online_store": {
+                "ok": store_ok,
+                "path": str(service.reader.path),
+                "error": service.store_error,
+            },
+            "prediction_log": None
+            if service.prediction_log is None
+            else service.prediction_log.counters().to_dict(),
+        }
+        return _json(body, 200 if is_ready else 503)
+
+    @app.get(
+        "/metadata",
+        summary="The served model: version, run, lineage tags, feature service, threshold",
+        openapi_extra=secured,
+    )
+    async def metadata() -> Response:
+        serving = _serving()
+        if isinstance(serving, Response):
+            return serving
+        service, model = serving
+        counters = None if service.prediction_log is None else service.prediction_log.counters()
+        return _json(
+            {
+                **model.metadata(),
+                "champion_alias": service.watcher.champion_version,
+                "prediction_log": {
+                    "folder": str(predictions_folder(service.paths)),
+                    **({} if counters is None else counters.to_dict()),
+                }
+                if service.prediction_log is not None
+                else None,
+                "limits": {
+                    "max_body_bytes": service.config.max_body_bytes,
+                    "max_batch_rows": service.config.max_batch_rows,
+                },
+                "api_key_required": api_key is not None,
+            }
+        )
+
+    if api_key is not None:
+        _add_security_scheme(app)
+    return app
+
+
+def _is_store_error(exc: Exception) -> bool:
+    import sqlite3
+
+    return isinstance(exc, OnlineStoreError | sqlite3.Error)
+
+
+def _add_security_scheme(app: FastAPI) -> None:
+    """Document the API key in the OpenAPI schema (the docs page's Authorize button)."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = build()
+            schema.setdefault("components", {})["securitySchemes"] = {
+                "APIKeyHeader": {"type": "apiKey", "in": "header", "name": API_KEY_HEADER}
+            }
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]

@@ -1,0 +1,66 @@
+"""``configs/serving.yaml``: the prediction service's address, hot reload, limits,
+threshold override and prediction log.
+
+Like every job config it loads into a frozen model with unknown keys rejected, and any
+value can be overridden from the environment as ``FRAUD_SERVING__<KEY>[__<SUBKEY>]``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
+
+from fraud_detection.config import (
+    ENV_PREFIX,
+    _FileSettings,
+    _Section,
+    config_path,
+    load_yaml_model,
+)
+
+
+class PredictionLogSettings(_Section):
+    """Where and how often the service writes what it scored (Parquet part files)."""
+
+    enabled: bool = True
+    flush_interval_s: float = Field(5.0, gt=0, le=3600)
+    flush_rows: int = Field(10_000, ge=1)
+    max_queue_rows: int = Field(200_000, ge=1)
+
+
+class DeliverySettings(_Section):
+    """Model delivery checks: the load-test shape and its budgets (``serving.delivery``)."""
+
+    concurrency: int = Field(8, ge=1, le=1_024)
+    duration_s: float = Field(10.0, gt=0, le=3_600)
+    warmup_s: float = Field(2.0, ge=0, le=600)
+    min_qps: float = Field(100.0, ge=0)
+    max_p99_ms: float = Field(100.0, gt=0)
+    max_error_rate: float = Field(0.0, ge=0, le=1)
+    sample_rows: int = Field(500, ge=1)
+    startup_timeout_s: float = Field(120.0, gt=0)
+
+
+class ServingConfig(_FileSettings):
+    """``configs/serving.yaml``."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX + "SERVING__")
+
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=1, le=65_535)
+    reload_interval_s: float = Field(2.0, gt=0, le=3600)
+    max_body_bytes: int = Field(1_048_576, ge=1_024)
+    max_batch_rows: int = Field(1_000, ge=1)
+    threshold: float | None = Field(None, gt=0, lt=1)
+    prediction_log: PredictionLogSettings = PredictionLogSettings()
+    delivery: DeliverySettings = DeliverySettings()
+
+
+def load_serving_config(
+    path: Path | None = None, overrides: dict[str, Any] | None = None
+) -> ServingConfig:
+    """Load ``configs/serving.yaml`` (or ``path``) with environment and flag overrides."""
+    return load_yaml_model(ServingConfig, path or config_path("serving"), overrides)
