@@ -51,7 +51,7 @@ repro: $(VENV)/.synced ## Reproduce the pipeline with DVC (dvc.yaml); a no-op wh
 mlflow-ui: $(VENV)/.synced ## Open the MLflow UI on the local tracking store (http://127.0.0.1:5000)
 	@$(BIN)/mlflow ui --backend-store-uri "sqlite:///$(CURDIR)/state/mlflow/mlflow.db" --host 127.0.0.1 --port 5000
 
-demo: $(VENV)/.synced ## The main job: simulate data, then run every maturity level in turn
+demo: $(VENV)/.synced ## The main job: every maturity level in turn (level 2 leaves Prefect running: make stop)
 	@echo "== Level 0: the manual notebook =="
 	@$(FRAUD) simulate
 	@$(FRAUD) level0
@@ -64,10 +64,16 @@ demo: $(VENV)/.synced ## The main job: simulate data, then run every maturity le
 	@$(FRAUD) simulate --days 15 --scenario broken_feed --broken-day 14 --corruption duplicate_ids > /dev/null
 	@$(FRAUD) validate raw --new || echo "(the data gate stopped it: exit code 1, as a failed gate should)"
 	@$(FRAUD) features build
-	@echo; echo "== Level 1: continuous training, day by day =="
+	@echo; echo "== Level 1: continuous training, serving and monitoring, day by day =="
 	@$(BIN)/python -m pipelines.level1_continuous_training.demo
+	@echo; echo "== Level 2: the pipeline's own CI, then deployment to a local Prefect server =="
+	@echo "-- the checks every pull request runs first (ci.yml): lint, types, workflows, Dockerfile, prefect.yaml --"
+	@$(MAKE) --no-print-directory lint typecheck lint-workflows lint-docker check-deployments
+	@echo; echo "-- make deploy: Prefect server, work pool, prefect deploy --all, a worker, one deployed CT run --"
+	@$(MAKE) --no-print-directory deploy
+	@echo; echo "The Prefect server and worker keep running so that you can look around; make stop ends them."
 
-demo-level1: $(VENV)/.synced ## Level 1 only: play days one by one; CT on each new day; print the runs table
+demo-level1: $(VENV)/.synced ## Level 1 only: play days one by one: CT on each new day, the service live, monitoring; runs table
 	@$(BIN)/python -m pipelines.level1_continuous_training.demo
 
 test: $(VENV)/.synced ## Run the whole test suite (unit, integration, e2e)
@@ -105,6 +111,33 @@ bench: $(VENV)/.synced ## Benchmarks, each against a baseline in the same run; r
 
 clean: ## Delete all local state (data, models, runs): rm -rf state
 	rm -rf state
+
+# ---- serving ----
+# The prediction API (docs/serving.md): FastAPI on the Feast online store, the champion
+# hot-reloaded from the registry, every prediction logged under state/serving/predictions/.
+.PHONY: serve
+
+serve: $(VENV)/.synced ## Serve the champion: POST /predict on http://127.0.0.1:8000 (docs at /docs); Ctrl+C stops
+	@$(FRAUD) serve
+
+# ---- serving: delivery checks ----
+# Google's model-delivery checks for the champion (docs/serving.md): it loads and predicts its
+# input example, the API answers, a short load test meets configs/serving.yaml delivery: budgets.
+# Report in state/serving/delivery/v<N>.json; the version is tagged delivery_check=passed|failed.
+.PHONY: delivery-check
+
+delivery-check: $(VENV)/.synced ## Model delivery checks for the champion (starts the service itself); exit 1 on a failed budget
+	@$(FRAUD) delivery-check
+
+# ---- monitoring ----
+# Batch scoring and monitoring (docs/monitoring.md): both run their Prefect flow, like `make ct`.
+.PHONY: score monitor
+
+score: $(VENV)/.synced ## Batch-score the newest accepted day with the champion (Prefect flow); scores in state/scores/
+	@$(FRAUD) score --latest
+
+monitor: $(VENV)/.synced ## Monitoring: drift, performance on delayed labels, HTML report (state/reports/monitoring/), signals to CT
+	@$(FRAUD) monitor run
 
 # ---- level 2: CI/CD ----
 # What the GitHub Actions workflows run (.github/workflows/, docs/level2.md): every workflow
@@ -220,30 +253,3 @@ deploy-prefect: $(VENV)/.synced ## CD: work pool + prefect deploy --all on PREFE
 
 check-deployments: $(VENV)/.synced ## Validate prefect.yaml without a server: entrypoints, parameters, schedules
 	@$(DEPLOY_CLI) check --prefect-file $(PREFECT_FILE)
-
-# ---- monitoring ----
-# Batch scoring and monitoring (docs/monitoring.md): both run their Prefect flow, like `make ct`.
-.PHONY: score monitor
-
-score: $(VENV)/.synced ## Batch-score the newest accepted day with the champion (Prefect flow); scores in state/scores/
-	@$(FRAUD) score --latest
-
-monitor: $(VENV)/.synced ## Monitoring: drift, performance on delayed labels, HTML report (state/reports/monitoring/), signals to CT
-	@$(FRAUD) monitor run
-
-# ---- serving: delivery checks ----
-# Google's model-delivery checks for the champion (docs/serving.md): it loads and predicts its
-# input example, the API answers, a short load test meets configs/serving.yaml delivery: budgets.
-# Report in state/serving/delivery/v<N>.json; the version is tagged delivery_check=passed|failed.
-.PHONY: delivery-check
-
-delivery-check: $(VENV)/.synced ## Model delivery checks for the champion (starts the service itself); exit 1 on a failed budget
-	@$(FRAUD) delivery-check
-
-# ---- serving ----
-# The prediction API (docs/serving.md): FastAPI on the Feast online store, the champion
-# hot-reloaded from the registry, every prediction logged under state/serving/predictions/.
-.PHONY: serve
-
-serve: $(VENV)/.synced ## Serve the champion: POST /predict on http://127.0.0.1:8000 (docs at /docs); Ctrl+C stops
-	@$(FRAUD) serve

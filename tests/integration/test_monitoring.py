@@ -215,7 +215,12 @@ def test_monitoring_drifted_days_names_features_and_emits_a_signal(world: World)
     assert "amount_log" in drift[0].detail
     assert "amount_log" in drift[0].extra["features"]
     assert drift[0].extra["champion_version"] == "1"
-    assert {s.kind for s in pending} <= {"drift", "performance"}
+    # ... and labels 2 days late: the first drifted day is labelled, PR-AUC has dropped
+    assert result.degraded, result.performance
+    (performance,) = [s for s in pending if s.kind == "performance"]
+    assert performance.metric == "pr_auc"
+    assert performance.value < performance.threshold
+    assert str(_day(DRIFT_DAY)) in performance.extra["days"]
     assert len(_runs(world)) == 2
     world.seen["drifted"] = result
 

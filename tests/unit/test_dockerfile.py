@@ -12,7 +12,6 @@ import re
 import subprocess
 from pathlib import Path
 
-import click
 import pytest
 import typer.main
 
@@ -87,8 +86,7 @@ def test_cmd_starts_a_real_fraud_command_on_the_exposed_port() -> None:
     program, *args = _cmd()
     assert program == "fraud"
     root = typer.main.get_command(app)
-    assert isinstance(root, click.Group)
-    command = root.commands.get(args[0])
+    command = getattr(root, "commands", {}).get(args[0])
     assert command is not None, f"`fraud {args[0]}` does not exist"
     options = {opt for param in command.params for opt in getattr(param, "opts", [])}
     flags = [a for a in args[1:] if a.startswith("--")]

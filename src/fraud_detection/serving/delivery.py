@@ -1,4 +1,4 @@
-"""Model delivery checks: is the champion actually delivered? ``fraud serve delivery-check``.
+"""Model delivery checks: is the champion actually delivered? ``fraud delivery-check``.
 
 Google's continuous-delivery checks for a model, automated, for the current champion:
 

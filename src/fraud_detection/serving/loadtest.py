@@ -1,4 +1,4 @@
-"""A load generator for a running HTTP service: ``fraud serve loadtest``.
+"""A load generator for a running HTTP service: ``fraud loadtest``.
 
 ``concurrency`` clients each hold one keep-alive connection and send requests back to
 back (a closed loop: the next request leaves when the previous answer is in) for
@@ -23,7 +23,7 @@ import json
 import math
 import time
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
@@ -492,8 +492,3 @@ def bodies_from_state(state_dir: Any, rows: int = 1_000) -> list[dict[str, Any]]
             "or pass --bodies FILE"
         )
     return sample_bodies(pd.read_parquet(partitions[-1]), rows)
-
-
-def status_summary(counts: Mapping[int, int] | Iterable[tuple[int, int]]) -> str:
-    items = counts.items() if isinstance(counts, Mapping) else counts
-    return ", ".join(f"{code}: {n:,}" for code, n in sorted(items)) or "none"

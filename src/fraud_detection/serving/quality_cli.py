@@ -80,6 +80,9 @@ def loadtest_command(
         output.parent.mkdir(parents=True, exist_ok=True)
         output.write_text(json.dumps(result.to_dict(), indent=2) + "\n")
         typer.echo(f"  result: {output}")
+    refused = result.requests - result.ok - result.server_errors - result.transport_errors
+    if refused:
+        typer.echo(f"  note: {refused:,} answers were 4xx: check the bodies and the API key")
     failed = result.server_errors + result.transport_errors
     if failed:
         typer.echo(
