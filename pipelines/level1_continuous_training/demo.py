@@ -48,7 +48,7 @@ FIRST_DAYS = 12  # history present before continuous training starts
 # the first drifted day played; its labels land label_delay_days later).
 MONITOR_FROM = WORLD["scenario"]["drift"]["start_day"] + 1 + WORLD["label_delay_days"]
 NOTES = {
-    WORLD["scenario"]["drift"]["start_day"] + 1: " (the fraud pattern drifts from today)",
+    WORLD["scenario"]["drift"]["start_day"] + 1: " (spending and fraud pattern drift from today)",
     WORLD["scenario"]["broken_feed"]["day"] + 1: " (from a broken feed)",
 }
 BATCH = 500  # transactions per POST /predict/batch when replaying a day
@@ -200,11 +200,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for day in range(FIRST_DAYS + 1, args.days + 1):
             _simulate(paths, day)
-            note = {
-                WORLD["scenario"]["drift"]["start_day"]
-                + 1: " (the fraud pattern drifts from today)",
-                WORLD["scenario"]["broken_feed"]["day"] + 1: " (from a broken feed)",
-            }.get(day, "")
+            note = NOTES.get(day, "")
+            trained_today = False  # a monitoring signal may start CT before the sensor does
             if service is not None:
                 answered, flagged = service.replay(_day_requests(paths, day - 1))
                 print(
