@@ -16,12 +16,10 @@ Run: ``make demo-level1`` (or ``python -m pipelines.level1_continuous_training.d
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import os
 import shutil
-import socket
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -55,39 +53,14 @@ BATCH = 500  # transactions per POST /predict/batch when replaying a day
 
 
 class LiveService:
-    """``fraud serve`` on a free loopback port, as a separate process, for the demo."""
+    """A client of the running ``fraud serve`` (started by :func:`_start_service`)."""
 
-    def __init__(self, state: Path) -> None:
+    def __init__(self, url: str, log: Path) -> None:
         import httpx
 
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            self.port = probe.getsockname()[1]
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log = state / "serving" / "demo-service.log"
-        self.log.parent.mkdir(parents=True, exist_ok=True)
-        fraud = Path(sys.executable).with_name("fraud")
-        command = [str(fraud), "serve", "--state-dir", str(state), "--port", str(self.port)]
-        with self.log.open("wb") as out:
-            self.process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
-        self.client = httpx.Client(base_url=self.url, timeout=30.0)
+        self.url, self.log = url, log
+        self.client = httpx.Client(base_url=url, timeout=30.0)
         self.errors = 0
-
-    def wait_ready(self, timeout: float = 120.0) -> dict[str, Any]:
-        import httpx
-
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise SystemExit(f"the service exited; see {self.log}")
-            try:
-                response = self.client.get("/ready")
-                if response.status_code == 200:
-                    return dict(response.json())
-            except httpx.TransportError:
-                pass
-            time.sleep(0.5)
-        raise SystemExit(f"the service was not ready within {timeout:.0f} s; see {self.log}")
 
     def version(self) -> str:
         return str(self.client.get("/metadata").json()["model_version"])
@@ -118,14 +91,6 @@ class LiveService:
                 return time.monotonic() - started
             time.sleep(0.2)
         return None
-
-    def stop(self) -> None:
-        self.client.close()
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
 
 
 def _day_requests(paths: StatePaths, day_index: int, shift_days: int = 0) -> list[dict[str, Any]]:
@@ -194,10 +159,10 @@ def main(argv: list[str] | None = None) -> int:
     flows.ct_flow(trigger="on_demand", state_dir=str(state))
     print(f"day {FIRST_DAYS}: first CT run (on demand) done")
 
-    service = None if args.no_serving else _start_service(state, paths)
     monitoring: list[dict[str, Any]] = []
     triggered = False  # monitoring runs daily until one of its signals has started CT
-    try:
+    with contextlib.ExitStack() as stack:  # stops the service, whatever happens
+        service = None if args.no_serving else _start_service(state, paths, stack)
         for day in range(FIRST_DAYS + 1, args.days + 1):
             _simulate(paths, day)
             note = NOTES.get(day, "")
@@ -230,9 +195,6 @@ def main(argv: list[str] | None = None) -> int:
                 )
             if service is not None and serving_before is not None:
                 _follow_promotion(service, paths, day, serving_before)
-    finally:
-        if service is not None:
-            service.stop()
 
     print()
     print(records_table(read_records(paths)))
@@ -249,10 +211,15 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _start_service(state: Path, paths: StatePaths) -> LiveService:
+def _start_service(state: Path, paths: StatePaths, stack: contextlib.ExitStack) -> LiveService:
+    """``fraud serve`` on a free port (as the delivery checks start it), until ``stack`` ends."""
+    from fraud_detection.serving.delivery import started_service
+
     print("starting the prediction service (fraud serve) on the champion…")
-    service = LiveService(state)
-    ready = service.wait_ready()
+    log = state / "serving" / "demo-service.log"
+    service = LiveService(stack.enter_context(started_service(state, log, 120.0, print)), log)
+    stack.callback(service.client.close)
+    ready = service.client.get("/ready").json()
     print(f"service ready at {service.url} (API docs: {service.url}/docs): {ready}")
     for body in _day_requests(paths, FIRST_DAYS - 1, shift_days=1)[:3]:
         print(
