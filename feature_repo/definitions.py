@@ -16,7 +16,7 @@ import pandas as pd
 from feast import Entity, FeatureService, FeatureView, Field, FileSource, RequestSource
 from feast.data_format import ParquetFormat
 from feast.on_demand_feature_view import on_demand_feature_view
-from feast.types import Float64, Int64, String, UnixTimestamp
+from feast.types import Array, Float64, Int64, String, UnixTimestamp
 from feast.value_type import ValueType
 
 TABLES = Path(
@@ -40,8 +40,11 @@ def _source(table: str) -> FileSource:
     )
 
 
-# A card's velocity and spend over trailing windows, as of its latest transaction.
-# After 7 days without a transaction the values are stale, so they expire (null).
+# A card's velocity and spend over trailing windows, exactly as of each transaction (its
+# own time, decayed; the transaction itself and others at the same instant excluded).
+# Offline: one row per transaction, stamped with its time, joined point-in-time by Feast.
+# Online: computed when the request arrives from the card's state (`card_recent`), by
+# the same function (tag `online_state`), so it is never materialized itself.
 card_behaviour = FeatureView(
     name="card_behaviour",
     entities=[card],
@@ -58,6 +61,24 @@ card_behaviour = FeatureView(
         Field(name="card_new_merchants_24h", dtype=Int64),
     ],
     source=_source("card_behaviour"),
+    online=False,
+    tags={"online_state": "card_recent"},
+)
+
+# A card's state for request-time features: its transactions of the last 8 days as
+# arrays. The prediction API appends every transaction it scores; a batch snapshot (one
+# row per card at each day's end) is merged in by `fraud features materialize`.
+card_recent = FeatureView(
+    name="card_recent",
+    entities=[card],
+    ttl=timedelta(days=8),
+    schema=[
+        Field(name="recent_timestamps_us", dtype=Array(Int64)),
+        Field(name="recent_amounts", dtype=Array(Float64)),
+        Field(name="recent_merchants", dtype=Array(Int64)),
+        Field(name="recent_keys", dtype=Array(Int64)),
+    ],
+    source=_source("card_recent"),
     online=True,
 )
 

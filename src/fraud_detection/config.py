@@ -164,6 +164,15 @@ class ServingSettings(_Section):
     api_key_required: bool = False
 
 
+class FeastSettings(_Section):
+    """Which online store Feast serves from: SQLite under the state folder, or Redis."""
+
+    online_store: Literal["sqlite", "redis"] = "sqlite"
+    # Feast's Redis connection string: host:port[,db=N][,password=...][,ssl=true]. Put a
+    # password in the environment (FRAUD_PROFILE__FEAST__REDIS_CONNECTION_STRING), not here.
+    redis_connection_string: str = "127.0.0.1:6379"
+
+
 class Profile(_FileSettings):
     """``configs/profiles/<name>.yaml``: where state lives and which services to use."""
 
@@ -173,6 +182,7 @@ class Profile(_FileSettings):
     state_dir: Path = Path("state")
     mlflow: MlflowSettings = MlflowSettings()
     serving: ServingSettings = ServingSettings()
+    feast: FeastSettings = FeastSettings()
 
     @property
     def mlflow_tracking_uri(self) -> str:

@@ -23,6 +23,7 @@ from fraud_detection.features.engineering import (
     REQUEST_FEATURES,
     card_features,
     card_profile,
+    card_window_arrays,
     merchant_features,
     request_features,
 )
@@ -75,7 +76,8 @@ def random_transactions() -> pd.DataFrame:
 
 
 def _brute_force_card(tx: pd.DataFrame) -> pd.DataFrame:
-    """The card features of every row, straight from the definition."""
+    """The card features of every row, straight from the definition: the card's other
+    transactions strictly before the row's time, inside each window."""
     first_visit = tx.groupby(["card_id", "merchant_id"])["event_timestamp"].min()
     rows = []
     for _, row in tx.iterrows():
@@ -83,7 +85,7 @@ def _brute_force_card(tx: pd.DataFrame) -> pd.DataFrame:
         own = tx[tx["card_id"] == row["card_id"]]
         expected: dict[str, float] = {}
         for name, width in WINDOWS.items():
-            window = own[(own["event_timestamp"] > t - width) & (own["event_timestamp"] <= t)]
+            window = own[(own["event_timestamp"] > t - width) & (own["event_timestamp"] < t)]
             expected[f"card_txn_count_{name}"] = len(window)
             expected[f"card_amount_sum_{name}"] = window["amount"].sum()
             if name == "7d":
@@ -91,7 +93,7 @@ def _brute_force_card(tx: pd.DataFrame) -> pd.DataFrame:
                 expected["card_amount_max_7d"] = window["amount"].max()
         firsts = first_visit.loc[row["card_id"]]
         expected["card_new_merchants_24h"] = int(
-            ((firsts > t - WINDOWS["24h"]) & (firsts <= t)).sum()
+            ((firsts > t - WINDOWS["24h"]) & (firsts < t)).sum()
         )
         rows.append(expected)
     return pd.DataFrame(rows, index=tx.index)[list(CARD_FEATURES)]
@@ -135,12 +137,34 @@ def test_a_transaction_exactly_one_window_earlier_is_outside_it() -> None:
 
     features = card_features(tx)
 
-    assert features["card_txn_count_1h"].tolist() == [1, 1, 1, 1]
-    assert features["card_amount_sum_1h"].tolist() == [10.0, 20.0, 40.0, 80.0]
-    assert features["card_txn_count_24h"].tolist() == [1, 2, 2, 1]
-    assert features["card_txn_count_7d"].tolist() == [1, 2, 3, 3]
-    assert features["card_amount_sum_7d"].tolist() == [10.0, 30.0, 70.0, 140.0]
-    assert features["card_amount_max_7d"].tolist() == [10.0, 20.0, 40.0, 80.0]
+    # Each row sees only the card's earlier transactions: the first sees none at all.
+    assert features["card_txn_count_1h"].tolist() == [0, 0, 0, 0]
+    assert features["card_amount_sum_1h"].tolist() == [0.0, 0.0, 0.0, 0.0]
+    assert features["card_txn_count_24h"].tolist() == [0, 1, 1, 0]
+    assert features["card_txn_count_7d"].tolist() == [0, 1, 2, 2]
+    assert features["card_amount_sum_7d"].tolist() == [0.0, 10.0, 30.0, 60.0]
+    assert features["card_amount_max_7d"].tolist()[1:] == [10.0, 20.0, 40.0]
+    assert np.isnan(features["card_amount_max_7d"].iloc[0])
+    assert np.isnan(features["card_amount_mean_7d"].iloc[0])
+
+
+def test_features_decay_to_the_transaction_time() -> None:
+    # A burst, then a quiet hour: the next transaction sees the burst in 24 h, not in 1 h.
+    tx = _transactions(
+        [
+            (1, "2026-01-01 10:00", 1, 10.0),
+            (1, "2026-01-01 10:05", 1, 10.0),
+            (1, "2026-01-01 10:10", 2, 10.0),
+            (1, "2026-01-01 10:40", 3, 5.0),
+            (1, "2026-01-01 11:30", 3, 7.0),
+        ]
+    )
+
+    features = card_features(tx)
+
+    assert features["card_txn_count_1h"].tolist() == [0, 1, 2, 3, 1]
+    assert features["card_txn_count_24h"].tolist() == [0, 1, 2, 3, 4]
+    assert features["card_amount_sum_1h"].iloc[-1] == 5.0
 
 
 def test_since_gives_the_rows_of_the_full_computation(random_transactions: pd.DataFrame) -> None:
@@ -159,7 +183,7 @@ def test_since_gives_the_rows_of_the_full_computation(random_transactions: pd.Da
     pd.testing.assert_frame_equal(card_features(recent, since=since)[windows], expected[windows])
 
 
-def test_transactions_at_the_same_instant_get_the_same_state_in_any_order() -> None:
+def test_transactions_at_the_same_instant_do_not_see_each_other_in_any_order() -> None:
     tx = _transactions(
         [
             (5, "2026-01-01 09:00", 1, 10.0),
@@ -174,9 +198,9 @@ def test_transactions_at_the_same_instant_get_the_same_state_in_any_order() -> N
 
     tied = features.loc[[1, 2], list(CARD_FEATURES)]
     assert tied.iloc[0].equals(tied.iloc[1])
-    assert tied.iloc[0]["card_txn_count_24h"] == 3
-    assert tied.iloc[0]["card_amount_sum_24h"] == 45.0
-    assert tied.iloc[0]["card_new_merchants_24h"] == 3
+    assert tied.iloc[0]["card_txn_count_24h"] == 1
+    assert tied.iloc[0]["card_amount_sum_24h"] == 10.0
+    assert tied.iloc[0]["card_new_merchants_24h"] == 1
     pd.testing.assert_frame_equal(shuffled.sort_index(), features)
 
 
@@ -191,14 +215,46 @@ def test_new_merchants_count_only_first_visits() -> None:
             (1, "2026-01-02 10:45", 13, 5.0),  # first visit to 13
             (2, "2026-01-02 10:45", 13, 5.0),  # another card's first visit to 13
             (1, "2026-01-05 12:00", 11, 5.0),  # back at 11 after 4 days
+            (1, "2026-01-05 13:00", 99, 5.0),  # sees the visit to 11 an hour earlier
         ]
     )
 
-    assert card_features(tx)["card_new_merchants_24h"].tolist() == [1, 2, 2, 3, 1, 2, 1, 0]
+    assert card_features(tx)["card_new_merchants_24h"].tolist() == [0, 1, 2, 2, 1, 1, 0, 0, 0]
 
     # With a 2-day lookback, coming back to 11 after 4 days counts as new.
     recent_only = card_features(tx, new_merchant_lookback=pd.Timedelta(days=2))
-    assert recent_only["card_new_merchants_24h"].tolist() == [1, 2, 2, 3, 1, 2, 1, 1]
+    assert recent_only["card_new_merchants_24h"].tolist() == [0, 1, 2, 2, 1, 1, 0, 0, 1]
+
+
+def test_one_card_online_equals_the_offline_rows(random_transactions: pd.DataFrame) -> None:
+    # Serving calls the same function on one card's events and one query time.
+    tx = random_transactions.sort_values("event_timestamp", kind="stable")
+    offline = card_features(tx)
+    card = tx[tx["card_id"] == 2]
+    micros = pd.DatetimeIndex(card["event_timestamp"]).asi8
+    for i in range(0, len(card), 7):
+        got = card_window_arrays(
+            card["card_id"].to_numpy(),
+            micros,
+            card["amount"].to_numpy(),
+            card["merchant_id"].to_numpy(),
+            np.array([2]),
+            micros[i : i + 1],
+        )
+        row = offline.loc[card.index[i]]
+        for name in CARD_FEATURES:
+            assert got[name][0] == pytest.approx(row[name], rel=1e-12, nan_ok=True), name
+
+
+def test_an_unknown_card_gets_the_empty_window_defaults() -> None:
+    none = np.array([], dtype=np.int64)
+    got = card_window_arrays(
+        none, none, np.array([]), none, np.array([7]), np.array([1_000_000], dtype=np.int64)
+    )
+    assert got["card_txn_count_7d"][0] == 0
+    assert got["card_amount_sum_24h"][0] == 0.0
+    assert np.isnan(got["card_amount_mean_7d"][0])
+    assert np.isnan(got["card_amount_max_7d"][0])
 
 
 def test_naive_timestamps_are_refused() -> None:
@@ -220,9 +276,15 @@ def test_simulated_days_give_complete_features() -> None:
     merchants = merchant_features(tx, labels, [config.start_date + dt.timedelta(days=3)])
 
     assert len(cards) == len(tx)
-    assert not cards.isna().any().any()
+    # Only the mean and max of an empty window are missing (a card's first transaction).
+    empty = cards["card_txn_count_7d"] == 0
+    assert empty.any()
+    assert cards.loc[empty, ["card_amount_mean_7d", "card_amount_max_7d"]].isna().all().all()
+    assert not cards.loc[~empty].isna().any().any()
+    assert not cards.drop(columns=["card_amount_mean_7d", "card_amount_max_7d"]).isna().any().any()
     assert (cards["card_txn_count_7d"] >= cards["card_txn_count_24h"]).all()
-    assert (cards["card_amount_max_7d"] <= cards["card_amount_sum_7d"] + 1e-9).all()
+    seen = cards[~empty]
+    assert (seen["card_amount_max_7d"] <= seen["card_amount_sum_7d"] + 1e-9).all()
     assert set(merchants["merchant_id"]) == set(tx["merchant_id"])
     assert not merchants.isna().any().any()
 

@@ -14,7 +14,7 @@ from fraud_detection.features.engineering import (
     REQUEST_FEATURES,
     request_features,
 )
-from fraud_detection.serving.online import LOOKED_UP, Lookup
+from fraud_detection.features.online import CardState, OnlineRow
 from fraud_detection.serving.schemas import Transaction
 from fraud_detection.serving.service import model_inputs
 
@@ -57,12 +57,14 @@ def _transaction(row: pd.Series) -> Transaction:
     )
 
 
-def _lookup(row: pd.Series, rng: np.random.Generator) -> Lookup:
-    values = rng.uniform(0, 10, len(LOOKED_UP)).tolist()
-    values[LOOKED_UP.index("card_amount_mean_7d")] = row["card_amount_mean_7d"]
-    values[LOOKED_UP.index("home_latitude")] = row["home_latitude"]
-    values[LOOKED_UP.index("home_longitude")] = row["home_longitude"]
-    return Lookup(values, unknown_card=False, unknown_merchant=False, feature_age_s=1.0)
+LOOKED_UP = (*CARD_FEATURES, "merchant_fraud_rate_30d", "home_latitude", "home_longitude")
+
+
+def _lookup(row: pd.Series, rng: np.random.Generator) -> OnlineRow:
+    values = dict(zip(LOOKED_UP, rng.uniform(0, 10, len(LOOKED_UP)).tolist(), strict=True))
+    for name in ("card_amount_mean_7d", "home_latitude", "home_longitude"):
+        values[name] = row[name]
+    return OnlineRow(values, CardState.empty(), False, False, feature_age_s=1.0)
 
 
 @pytest.mark.parametrize("batch", [False, True], ids=["one-by-one", "batch"])
@@ -76,11 +78,9 @@ def test_serving_path_equals_request_features(batch: bool) -> None:
 
     # When serving builds the model inputs (one request at a time, or as a batch)
     if batch:
-        rows, _ = model_inputs(transactions, lookups)
+        rows = model_inputs(transactions, lookups)
     else:
-        rows = [
-            model_inputs((t,), (lk,))[0][0] for t, lk in zip(transactions, lookups, strict=True)
-        ]
+        rows = [model_inputs((t,), (lk,))[0] for t, lk in zip(transactions, lookups, strict=True)]
     served = pd.DataFrame(rows, columns=list(MODEL_FEATURES))
 
     # Then the request-time features are the training code's, value for value
@@ -93,10 +93,9 @@ def test_serving_path_equals_request_features(batch: bool) -> None:
             err_msg=name,
         )
     # And the looked-up features are passed through in MODEL_FEATURES order
-    slots = [LOOKED_UP.index(n) for n in CARD_FEATURES]
     np.testing.assert_array_equal(
         served[list(CARD_FEATURES)].to_numpy(),
-        np.array([[lk.values[s] for s in slots] for lk in lookups]),
+        np.array([[lk.values[n] for n in CARD_FEATURES] for lk in lookups]),
     )
 
 
@@ -125,8 +124,8 @@ def test_unknown_card_defaults() -> None:
         latitude=10.0,
         longitude=20.0,
     )
-    missing = Lookup([np.nan] * len(LOOKED_UP), True, True, None)
-    (row,), _ = model_inputs((txn,), (missing,))
+    missing = OnlineRow(dict.fromkeys(LOOKED_UP, np.nan), CardState.empty(), True, True, None)
+    (row,) = model_inputs((txn,), (missing,))
     values = dict(zip(MODEL_FEATURES, row, strict=True))
     assert values["amount_to_card_mean_7d"] == 1.0
     assert values["distance_from_home_km"] == -1.0

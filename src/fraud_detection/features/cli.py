@@ -170,7 +170,7 @@ def online(
     from fraud_detection.features import store
 
     paths = _paths(state_dir)
-    feast_store = store.open_store(paths)
+    online_features = store.open_online(paths)
     row = {
         "card_id": card_id,
         "merchant_id": merchant_id,
@@ -180,7 +180,7 @@ def online(
         "latitude": latitude,
         "longitude": longitude,
     }
-    frame = store.online_features(feast_store, [row])
+    frame = store.online_features(online_features, [row])
     typer.echo(
         f"online features for card {card_id}, merchant {merchant_id} ({store.FEATURE_SERVICE}):"
     )

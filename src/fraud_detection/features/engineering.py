@@ -4,21 +4,20 @@ Every function here is pure (DataFrames in, a DataFrame out; no files, no Feast)
 same code fills the offline feature tables that Feast joins point-in-time and
 materializes online, and computes the request-time features inside the serving API.
 
-* :func:`card_features`: a card's velocity and spend over trailing windows, one row per
-  transaction holding the card's state *after* that transaction.
+* :func:`card_window_arrays`: a card's velocity and spend over trailing windows, exactly
+  as of a given time, from the card's events; :func:`card_features` applies it to every
+  transaction (training), the prediction API to one card's online state (serving).
 * :func:`merchant_features`: a daily snapshot per merchant of its volume and of a
   smoothed fraud rate built only from labels already known on the snapshot day.
 * :func:`card_profile`: static card attributes from the cards dimension table.
 * :func:`request_features`: what is computed when a transaction arrives, from the
   request and the looked-up features.
 
-Point in time: Feast's join takes, for an entity row at time ``t``, the latest feature
-row with ``event_timestamp <= t``. A card feature row stamped with a transaction's own
-time already counts that transaction, whereas at serving time the online store holds the
-state after the card's *previous* transaction. To train on what serving sees, join card
-features at the transaction's time minus one microsecond. Between transactions the card
-state is not decayed (the 1 h count stays as it was after the last transaction); the
-offline join and the online store agree on that, so it is stale but not skewed.
+Point in time: a transaction's card features cover the card's transactions strictly
+before it, decayed to its own time. Offline, the row of each transaction is stamped
+with its time, and Feast's point-in-time join at that time picks exactly it; online,
+the card's recent transactions are the state and the same function aggregates them when
+the request arrives, then the transaction is appended for the card's next request.
 """
 
 from __future__ import annotations
@@ -45,6 +44,7 @@ __all__ = [
     "REQUEST_INPUT_DTYPES",
     "card_features",
     "card_profile",
+    "card_window_arrays",
     "merchant_features",
     "request_feature_arrays",
     "request_features",
@@ -126,6 +126,9 @@ CARD_WINDOWS: dict[str, pd.Timedelta] = {
     "24h": pd.Timedelta(hours=24),
     "7d": pd.Timedelta(days=7),
 }
+_CARD_WINDOW_US: tuple[int, ...] = tuple(
+    w // pd.Timedelta(microseconds=1) for w in CARD_WINDOWS.values()
+)
 MERCHANT_TXN_WINDOW_DAYS = 7
 MERCHANT_LABEL_WINDOW_DAYS = 30
 # Smoothing of the merchant fraud rate: a merchant without labels gets PRIOR_RATE, and
@@ -172,40 +175,17 @@ def _timestamps(micros: IntArray) -> pd.DatetimeIndex:
     return pd.DatetimeIndex(micros.astype("datetime64[us]")).tz_localize("UTC")
 
 
-def _window_bounds(
-    group: IntArray, t: IntArray, widths: Sequence[int]
-) -> tuple[IntArray, list[IntArray]]:
-    """Row bounds of trailing windows over rows sorted by ``(group, t)``.
-
-    Returns ``hi``, each row's last row of the same group with time ``<= t`` (so rows
-    tied on time share one state), and for each width ``w`` the first row of the group
-    with time ``> t - w``: the window ``(t - w, t]`` is rows ``lo..hi``. Group and time
-    are folded into one int64 key so a single ``searchsorted`` serves every row; groups
-    are processed in chunks small enough for the key not to overflow.
-    """
-    n = len(t)
-    hi = np.empty(n, dtype=np.int64)
-    los = [np.empty(n, dtype=np.int64) for _ in widths]
-    if n == 0:
-        return hi, los
-    pad = max(widths)
-    t0 = int(t.min())
-    stride = int(t.max()) - t0 + pad + 1
-    per_chunk = max(1, (1 << 62) // stride)
-    for g0 in range(0, int(group[-1]) + 1, per_chunk):
-        r0, r1 = (int(r) for r in np.searchsorted(group, [g0, g0 + per_chunk]))
-        key = (group[r0:r1] - g0) * stride + (t[r0:r1] - t0 + pad)
-        hi[r0:r1] = r0 + np.searchsorted(key, key, side="right") - 1
-        for lo, width in zip(los, widths, strict=True):
-            lo[r0:r1] = r0 + np.searchsorted(key, key - width, side="right")
-    return hi, los
-
-
 def _range_max(values: FloatArray, lo: IntArray, hi: IntArray) -> FloatArray:
-    """``max(values[lo[i] : hi[i] + 1])`` for every i (a sparse table, level by level)."""
+    """``max(values[lo[i] : hi[i] + 1])`` for every i: a sparse table, level by level, or
+    one ``reduceat`` when the ranges are short (a card's state: ~30x faster there)."""
     out = np.empty(len(lo), dtype=np.float64)
     if len(lo) == 0:
         return out
+    if int((hi - lo).sum()) <= 64 * len(values) + 4_096:
+        bounds = np.empty(2 * len(lo), dtype=np.int64)
+        bounds[0::2], bounds[1::2] = lo, hi + 1
+        reduced = np.maximum.reduceat(np.append(values, 0.0), bounds)[0::2]
+        return np.asarray(reduced, dtype=np.float64)
     level = np.frexp((hi - lo + 1).astype(np.float64))[1] - 1  # floor(log2(length))
     table = values
     for k in range(int(level.max()) + 1):
@@ -226,7 +206,10 @@ def _first_visits(
     history given, or, with ``lookback_us``, the first after a gap longer than the
     lookback. Of several visits at one instant exactly one is the first.
     """
-    codes = pd.factorize(merchant)[0].astype(np.int64)
+    if len(merchant) < 1_000:  # np.unique is cheaper than a hash table on a few rows
+        codes = np.unique(merchant, return_inverse=True)[1].astype(np.int64)
+    else:
+        codes = pd.factorize(merchant)[0].astype(np.int64)
     n_codes = int(codes.max()) + 1 if len(codes) else 1
     if (int(group[-1]) + 1 if len(group) else 1) * n_codes < 1 << 62:
         # A stable sort of one (card, merchant) key keeps the time order within a pair.
@@ -247,23 +230,130 @@ def _first_visits(
 # ------------------------------------------------------------------ card velocity
 
 
+def _card_cumsum(group: IntArray, amount: FloatArray) -> FloatArray:
+    """Running sums of ``amount`` that restart with each card (rows sorted by card).
+
+    Per card, so a window sum is a difference of numbers of the card's own magnitude (a
+    global cumsum would lose ~1e-7 over a million rows).
+    """
+    if len(group) == 0 or group[-1] == 0:  # one card: the serving path
+        return np.asarray(np.cumsum(amount), dtype=np.float64)
+    summed = pd.Series(amount).groupby(group, sort=False).cumsum()
+    return np.asarray(summed.to_numpy(dtype=np.float64), dtype=np.float64)
+
+
+def card_window_arrays(
+    event_card: IntArray,
+    event_us: IntArray,
+    event_amount: FloatArray,
+    event_merchant: IntArray,
+    query_card: IntArray,
+    query_us: IntArray,
+    *,
+    new_merchant_lookback_us: int | None = None,
+) -> dict[str, np.ndarray[Any, Any]]:
+    """The :data:`CARD_FEATURES` of each query ``(card, t)``, from the cards' events.
+
+    A feature is computed exactly as of ``t`` over the card's events ``s`` with
+    ``t - window < s < t``: decayed to ``t`` (an hour after a burst its 1 h count is 0
+    again) and blind to ``t`` itself, so transactions of a card at one instant never see
+    each other, whatever order they are scored in. An empty window gives counts and sums
+    of 0 and a mean and max of NaN (the model's missing branch).
+
+    ``card_new_merchants_24h`` counts the 24 h window's events that were the card's first
+    visit to their merchant among the events given (or, with the lookback, the first in
+    that long; of several visits at one instant exactly one is first).
+
+    This one function serves both sides: training computes every transaction's row with
+    the transactions themselves as queries (:func:`card_features`), and the prediction
+    API calls it on one card's recent events (its online state) and one query. Times are
+    microseconds since the epoch; events may come in any order.
+    """
+    n_q = len(query_us)
+    order = np.lexsort((event_us, event_card))
+    c, ts = event_card[order], event_us[order]
+    a, m = event_amount[order].astype(np.float64), event_merchant[order]
+    group = np.zeros(len(c), dtype=np.int64)
+    np.cumsum(c[1:] != c[:-1], out=group[1:])
+    cards = c[np.concatenate(([0], np.flatnonzero(c[1:] != c[:-1]) + 1))] if len(c) else c
+
+    # Each query's card as the dense group of its events (-1: no events at all).
+    q_group = np.searchsorted(cards, query_card)
+    known = q_group < len(cards)
+    known[known] = cards[q_group[known]] == query_card[known]
+    q_group = np.where(known, q_group, -1)
+
+    widths = _CARD_WINDOW_US
+    hi = np.zeros(n_q, dtype=np.int64)  # first event at or after t: the window is lo..hi-1
+    los = [np.zeros(n_q, dtype=np.int64) for _ in widths]
+    if len(c) and known.any():
+        pad = max(widths)
+        t0 = min(int(ts.min()), int(query_us[known].min()))
+        stride = max(int(ts.max()), int(query_us[known].max())) - t0 + pad + 1
+        per_chunk = max(1, (1 << 62) // stride)
+        q_order = np.argsort(q_group, kind="stable")
+        qg_sorted = q_group[q_order]
+        for g0 in range(0, int(group[-1]) + 1, per_chunk):
+            r0, r1 = (int(r) for r in np.searchsorted(group, [g0, g0 + per_chunk]))
+            k0, k1 = (int(k) for k in np.searchsorted(qg_sorted, [g0, g0 + per_chunk]))
+            rows = q_order[k0:k1]
+            key = (group[r0:r1] - g0) * stride + (ts[r0:r1] - t0 + pad)
+            q_key = (q_group[rows] - g0) * stride + (query_us[rows] - t0 + pad)
+            hi[rows] = r0 + np.searchsorted(key, q_key, side="left")
+            for lo, width in zip(los, widths, strict=True):
+                lo[rows] = r0 + np.searchsorted(key, q_key - width, side="right")
+    lo_1h, lo_24h, lo_7d = los
+
+    spent = _card_cumsum(group, a)
+    lookback = new_merchant_lookback_us
+    first = _first_visits(group, m, ts, lookback) if len(c) else np.zeros(0, dtype=bool)
+    first_sums = np.concatenate(([0], np.cumsum(first, dtype=np.int64)))
+
+    def window_sum(lo: IntArray) -> FloatArray:
+        # spent[lo] - a[lo] is the card's sum before row lo (the cumsum restarts per card).
+        out = np.zeros(n_q, dtype=np.float64)
+        some = hi > lo
+        out[some] = spent[hi[some] - 1] - (spent[lo[some]] - a[lo[some]])
+        return out
+
+    count_7d = hi - lo_7d
+    sum_7d = window_sum(lo_7d)
+    some_7d = count_7d > 0
+    mean_7d = np.full(n_q, np.nan)
+    np.divide(sum_7d, count_7d, out=mean_7d, where=some_7d)
+    max_7d = np.full(n_q, np.nan)
+    if some_7d.any():
+        max_7d[some_7d] = _range_max(a, lo_7d[some_7d], hi[some_7d] - 1)
+    columns: dict[str, np.ndarray[Any, Any]] = {
+        "card_txn_count_1h": hi - lo_1h,
+        "card_txn_count_24h": hi - lo_24h,
+        "card_txn_count_7d": count_7d,
+        "card_amount_sum_1h": window_sum(lo_1h),
+        "card_amount_sum_24h": window_sum(lo_24h),
+        "card_amount_sum_7d": sum_7d,
+        "card_amount_mean_7d": mean_7d,
+        "card_amount_max_7d": max_7d,
+        "card_new_merchants_24h": first_sums[hi] - first_sums[lo_24h],
+    }
+    return {name: columns[name].astype(FEATURE_DTYPES[name]) for name in CARD_FEATURES}
+
+
 def card_features(
     transactions: pd.DataFrame,
     since: pd.Timestamp | None = None,
     *,
     new_merchant_lookback: pd.Timedelta | None = None,
 ) -> pd.DataFrame:
-    """Each card's state after each of its transactions, over trailing windows.
+    """Each transaction's card features as of its own time (:func:`card_window_arrays`).
 
     One row per transaction, with the input's index: ``card_id``, ``event_timestamp``
-    (the transaction's time), the :data:`CARD_FEATURES` over ``(t - window, t]`` and
-    ``created_timestamp``. Transactions of a card at the same instant are all inside each
-    other's windows, so they get identical rows whatever their order.
+    (the transaction's time), the :data:`CARD_FEATURES` over the card's other
+    transactions in ``(t - window, t)`` and ``created_timestamp``. The feature store joins
+    a training row to the row stamped at its own time: what the prediction API computes
+    from the card's online state when the same transaction arrives.
 
-    ``card_new_merchants_24h`` counts the window's transactions that were the card's
-    first visit to their merchant in the history given (or, with
-    ``new_merchant_lookback``, its first visit in that long). It therefore depends on how
-    far back ``transactions`` reach; pass a lookback to make it independent of that.
+    ``card_new_merchants_24h`` depends on how far back ``transactions`` reach; pass
+    ``new_merchant_lookback`` to make it independent of that.
 
     ``since`` keeps only rows at or after it (an incremental update). ``transactions``
     must then reach back 7 days before ``since`` (24 h plus ``new_merchant_lookback`` if
@@ -273,50 +363,27 @@ def card_features(
     stamps = _utc(transactions["event_timestamp"], "transactions.event_timestamp")
     t = _micros(stamps)
     card = transactions["card_id"].to_numpy(dtype=np.int64)
-    merchant = transactions["merchant_id"].to_numpy(dtype=np.int64)
-    amount = transactions["amount"].to_numpy(dtype=np.float64)
-
-    order = np.lexsort((t, card))
-    c, ts, a = card[order], t[order], amount[order]
-    group = np.zeros(len(c), dtype=np.int64)
-    np.cumsum(c[1:] != c[:-1], out=group[1:])
-    widths = [int(w / pd.Timedelta(microseconds=1)) for w in CARD_WINDOWS.values()]
-    hi, (lo_1h, lo_24h, lo_7d) = _window_bounds(group, ts, widths)
-    end = hi + 1
-
-    # Running sums restart with each card, so a window sum is a difference of numbers of
-    # the card's own magnitude (a global cumsum would lose ~1e-7 over a million rows).
-    spent = pd.Series(a).groupby(group, sort=False).cumsum().to_numpy(dtype=np.float64)
-    spent_before = spent - a
+    keep = np.ones(len(t), dtype=bool)
+    if since is not None:
+        keep = t >= _utc_timestamp(since, "since").value // 1_000
     lookback = (
         None if new_merchant_lookback is None else new_merchant_lookback // pd.Timedelta(1, "us")
     )
-    first = _first_visits(group, merchant[order], ts, lookback)
-    first_sums = np.concatenate(([0], np.cumsum(first, dtype=np.int64)))
-
-    count_7d = end - lo_7d
-    sum_7d = spent[hi] - spent_before[lo_7d]
-    by_sorted_row: dict[str, np.ndarray[Any, Any]] = {
-        "card_txn_count_1h": end - lo_1h,
-        "card_txn_count_24h": end - lo_24h,
-        "card_txn_count_7d": count_7d,
-        "card_amount_sum_1h": spent[hi] - spent_before[lo_1h],
-        "card_amount_sum_24h": spent[hi] - spent_before[lo_24h],
-        "card_amount_sum_7d": sum_7d,
-        "card_amount_mean_7d": sum_7d / count_7d,
-        "card_amount_max_7d": _range_max(a, lo_7d, hi),
-        "card_new_merchants_24h": first_sums[end] - first_sums[lo_24h],
-    }
-
-    keep = slice(None) if since is None else t >= _utc_timestamp(since, "since").value // 1_000
+    features = card_window_arrays(
+        card,
+        t,
+        transactions["amount"].to_numpy(dtype=np.float64),
+        transactions["merchant_id"].to_numpy(dtype=np.int64),
+        card[keep],
+        t[keep],
+        new_merchant_lookback_us=lookback,
+    )
     out = pd.DataFrame(
         {"card_id": card[keep], "event_timestamp": stamps.array[keep]},
         index=transactions.index[keep],
     )
-    for name, values in by_sorted_row.items():
-        in_input_order = np.empty_like(values)
-        in_input_order[order] = values
-        out[name] = in_input_order[keep].astype(FEATURE_DTYPES[name])
+    for name in CARD_FEATURES:
+        out[name] = features[name]
     out["created_timestamp"] = out["event_timestamp"]
     return out
 

@@ -9,8 +9,13 @@ Layout under the profile's state folder::
 
     features/card_behaviour/YYYY-MM-DD.parquet   one file per accepted day
     features/merchant_risk/YYYY-MM-DD.parquet    snapshot as of the next midnight
+    features/card_recent/YYYY-MM-DD.parquet      each card's last 8 days at the day's end
     features/card_profile/cards.parquet          static card attributes
     feast/registry.db, feast/online_store.db     Feast's registry and SQLite online store
+
+The online store is SQLite under the state folder, or Redis when the profile says so
+(``feast.online_store``); :mod:`fraud_detection.features.online` reads and writes it
+through Feast's online-store interface.
 """
 
 from __future__ import annotations
@@ -31,17 +36,20 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 import yaml
 
-from fraud_detection.config import StatePaths, project_dir
+from fraud_detection.config import FeastSettings, StatePaths, load_profile, project_dir
 from fraud_detection.errors import FraudError
 from fraud_detection.features import engineering as fe
 
 if TYPE_CHECKING:
     from feast import FeatureStore
 
+    from fraud_detection.features.online import CardState, OnlineFeatures
+
 FEATURE_SERVICE = "fraud_model_v1"
 CARD_TABLE = "card_behaviour"
 MERCHANT_TABLE = "merchant_risk"
 PROFILE_TABLE = "card_profile"
+STATE_TABLE = "card_recent"  # the card state behind the request-time card features
 # Card windows reach back 7 days; new-merchant flags look 6 days further (see
 # engineering.card_features), so a day's card features need 7 days of history.
 CARD_HISTORY_DAYS = 7
@@ -49,9 +57,6 @@ NEW_MERCHANT_LOOKBACK = pd.Timedelta(days=6)
 MERCHANT_HISTORY_DAYS = fe.MERCHANT_LABEL_WINDOW_DAYS
 # Card profiles are valid from long before any transaction (the view has no TTL).
 PROFILE_AS_OF = pd.Timestamp("2000-01-01", tz="UTC")
-# Training rows join features as of just before the transaction: the feature row stamped
-# at the transaction's own time already counts it, which serving cannot know yet.
-JUST_BEFORE = pd.Timedelta(microseconds=1)
 REQUEST_COLUMNS = ("amount", "channel", "latitude", "longitude", "merchant_category")
 
 log = logging.getLogger(__name__)
@@ -90,12 +95,12 @@ def feature_repo() -> Path:
 
 
 def built_days(paths: StatePaths) -> list[dt.date]:
-    """Days whose card and merchant feature files both exist."""
+    """Days whose card, merchant and card-state feature files all exist."""
     fp = FeaturePaths(paths)
     days = []
     for file in sorted(fp.table(CARD_TABLE).glob("*.parquet")):
         day = dt.date.fromisoformat(file.stem)
-        if fp.day_file(MERCHANT_TABLE, day).exists():
+        if fp.day_file(MERCHANT_TABLE, day).exists() and fp.day_file(STATE_TABLE, day).exists():
             days.append(day)
     return days
 
@@ -192,8 +197,10 @@ def build_day(paths: StatePaths, day: dt.date) -> DayFeatures:
     cards = fe.card_features(
         history, since=_midnight(day), new_merchant_lookback=NEW_MERCHANT_LOOKBACK
     )
-    cards = cards[cards["event_timestamp"] < _midnight(day + dt.timedelta(days=1))]
+    day_end = _midnight(day + dt.timedelta(days=1))
+    cards = cards[cards["event_timestamp"] < day_end]
     cards = _us(cards, "event_timestamp", "created_timestamp")
+    states = card_state_snapshot(history, day_end)
 
     window = [d for d in _days_back(day, MERCHANT_HISTORY_DAYS - 1) if d in accepted]
     snapshot = day + dt.timedelta(days=1)
@@ -211,8 +218,73 @@ def build_day(paths: StatePaths, day: dt.date) -> DayFeatures:
     files = (
         _write(cards.reset_index(drop=True), fp.day_file(CARD_TABLE, day)),
         _write(merchants, fp.day_file(MERCHANT_TABLE, day)),
+        _write(states, fp.day_file(STATE_TABLE, day)),
     )
     return DayFeatures(day, len(cards), len(merchants), files)
+
+
+def card_state_snapshot(transactions: pd.DataFrame, end: pd.Timestamp) -> pd.DataFrame:
+    """Each card's state at ``end``: its transactions in the state window before ``end``,
+    as the arrays of the ``card_recent`` view (one row per card, stamped with its newest
+    transaction). The batch side of the state the prediction API keeps up to date."""
+    from fraud_detection.features.online import STATE_FIELDS, STATE_WINDOW, transaction_key
+
+    recent = transactions[
+        (transactions["event_timestamp"] < end)
+        & (transactions["event_timestamp"] >= end - pd.Timedelta(STATE_WINDOW))
+    ].sort_values(["card_id", "event_timestamp"], kind="stable")
+    micros = pd.DatetimeIndex(recent["event_timestamp"]).as_unit("us").asi8
+    keys = [
+        transaction_key(tid, int(c), int(t), int(m), float(a))
+        for tid, c, t, m, a in zip(
+            recent["transaction_id"].astype(object),
+            recent["card_id"],
+            micros,
+            recent["merchant_id"],
+            recent["amount"],
+            strict=True,
+        )
+    ]
+    frame = pd.DataFrame(
+        {
+            "card_id": recent["card_id"].to_numpy(dtype="int64"),
+            STATE_FIELDS[0]: micros,
+            STATE_FIELDS[1]: recent["amount"].to_numpy(dtype="float64"),
+            STATE_FIELDS[2]: recent["merchant_id"].to_numpy(dtype="int64"),
+            STATE_FIELDS[3]: pd.array(keys, dtype="int64"),
+        }
+    )
+    grouped = frame.groupby("card_id", sort=True)
+    out = grouped.agg(list).reset_index()
+    newest = grouped[STATE_FIELDS[0]].max().to_numpy()
+    out["event_timestamp"] = pd.to_datetime(newest, unit="us", utc=True)
+    out["created_timestamp"] = out["event_timestamp"]
+    return _us(out, "event_timestamp", "created_timestamp")
+
+
+def read_state_snapshot(paths: StatePaths, day: dt.date) -> dict[int, CardState]:
+    """The cards' states at the end of ``day`` (written by :func:`build_day`)."""
+    import numpy as np
+
+    from fraud_detection.features.online import STATE_FIELDS, CardState
+
+    file = FeaturePaths(paths).day_file(STATE_TABLE, day)
+    if not file.exists():
+        raise FeatureStoreError(
+            f"no card states for {day} ({file}): run `fraud features build --rebuild`"
+        )
+    frame = pd.read_parquet(file)
+    return {
+        int(card): CardState(
+            np.asarray(t, dtype=np.int64),
+            np.asarray(a, dtype=np.float64),
+            np.asarray(m, dtype=np.int64),
+            np.asarray(k, dtype=np.int64),
+        )
+        for card, t, a, m, k in zip(
+            frame["card_id"], *(frame[name] for name in STATE_FIELDS), strict=True
+        )
+    }
 
 
 def build_profile(paths: StatePaths) -> Path:
@@ -257,9 +329,10 @@ def _quiet() -> Iterator[None]:
             yield
 
 
-def _definitions_hash(tables: Path) -> str:
+def _definitions_hash(tables: Path, online_store: dict[str, Any]) -> str:
     source = (feature_repo() / "definitions.py").read_bytes()
-    return hashlib.sha256(source + str(tables).encode()).hexdigest()[:16]
+    where = f"{tables}|{sorted(online_store.items())}".encode()
+    return hashlib.sha256(source + where).hexdigest()[:16]
 
 
 def _load_definitions(tables: Path) -> list[Any]:
@@ -292,30 +365,64 @@ def _load_definitions(tables: Path) -> list[Any]:
     return [obj for obj in vars(module).values() if isinstance(obj, kinds)]
 
 
-def open_store(paths: StatePaths, *, apply: bool = True) -> FeatureStore:
+def _online_store_config(fp: FeaturePaths, settings: FeastSettings) -> dict[str, Any]:
+    if settings.online_store == "redis":
+        return {"type": "redis", "connection_string": settings.redis_connection_string}
+    return {"type": "sqlite", "path": str(fp.feast / "online_store.db")}
+
+
+def _use_wal(path: Path) -> None:
+    """Put the SQLite online store in WAL mode (kept in the file): the prediction API's
+    reads and writes then never wait for a materialization writing, nor it for them."""
+    import sqlite3
+
+    with contextlib.closing(sqlite3.connect(path, timeout=30)) as conn:
+        conn.execute("PRAGMA journal_mode=WAL")
+
+
+def open_store(
+    paths: StatePaths, *, apply: bool = True, feast_settings: FeastSettings | None = None
+) -> FeatureStore:
     """The Feast store of this state folder, its definitions applied when they changed.
 
     ``feature_repo/feature_store.yaml`` is the configuration; its registry and online
     store paths are moved under the state folder, so profiles and tests stay separate.
+    The online store is the active profile's (``feast.online_store``, or
+    ``feast_settings``): SQLite under the state folder, or Redis.
     """
     import feast
 
     logging.getLogger("feast").setLevel(logging.WARNING)
+    settings = feast_settings or load_profile().feast
     fp = FeaturePaths(paths)
     fp.feast.mkdir(parents=True, exist_ok=True)
     config = yaml.safe_load((feature_repo() / "feature_store.yaml").read_text())
     config["registry"] = str(fp.feast / "registry.db")
-    config["online_store"] = {**config["online_store"], "path": str(fp.feast / "online_store.db")}
+    config["online_store"] = _online_store_config(fp, settings)
     with _quiet(), feast_lock(paths):
         store = feast.FeatureStore(config=feast.RepoConfig(repo_path=str(feature_repo()), **config))
         marker = fp.feast / "applied.sha"
-        digest = _definitions_hash(fp.tables)
+        digest = _definitions_hash(fp.tables, config["online_store"])
         stale = not marker.exists() or marker.read_text() != digest
         # Also re-apply when the registry lost the service (a damaged or deleted file).
         if apply and (stale or FEATURE_SERVICE not in _service_names(store)):
             store.apply(_load_definitions(fp.tables))
             marker.write_text(digest)
+        if settings.online_store == "sqlite" and (fp.feast / "online_store.db").exists():
+            _use_wal(fp.feast / "online_store.db")
     return store
+
+
+def open_online(
+    paths: StatePaths, *, feast_settings: FeastSettings | None = None
+) -> OnlineFeatures:
+    """The feature service's online features of this state folder (for serving)."""
+    from fraud_detection.features.online import OnlineFeatures
+
+    store = open_store(paths, feast_settings=feast_settings)
+    return OnlineFeatures(
+        store, FEATURE_SERVICE, lock_file=FeaturePaths(paths).feast / "online_state.lock"
+    )
 
 
 def _service_names(store: FeatureStore) -> set[str]:
@@ -343,9 +450,21 @@ def training_entities(
     rows = transactions.merge(
         labels[["transaction_id", "is_fraud"]], on="transaction_id", how="inner"
     )
-    rows = rows.rename(columns={"event_timestamp": "transaction_timestamp"})
-    rows["event_timestamp"] = rows["transaction_timestamp"] - JUST_BEFORE
+    rows = entity_rows(rows)
     return rows.sort_values("transaction_timestamp", kind="stable").reset_index(drop=True)
+
+
+def entity_rows(transactions: pd.DataFrame) -> pd.DataFrame:
+    """Raw transactions as Feast entity rows: every feature as of the transaction's time.
+
+    The card-feature row stamped at that time is the transaction's own (computed from
+    the card's earlier transactions only), so the point-in-time join gives exactly what
+    the prediction API computes when the transaction arrives. ``transaction_timestamp``
+    keeps the time for the on-demand view; training and batch scoring both use this.
+    """
+    rows = transactions.rename(columns={"event_timestamp": "transaction_timestamp"})
+    rows["event_timestamp"] = rows["transaction_timestamp"]
+    return rows
 
 
 def historical_features(store: FeatureStore, entities: pd.DataFrame) -> pd.DataFrame:
@@ -388,32 +507,65 @@ def materialize(
 ) -> tuple[pd.Timestamp, pd.Timestamp]:
     """Load the latest feature values up to ``end`` into the online store.
 
-    The first call backfills everything from the first feature row; later calls load
-    only what is new since the previous end (Feast's ``materialize_incremental``). Running
-    it twice with the same end changes nothing. Returns the (start, end) window loaded.
+    The batch views go through Feast's materialization: the first call backfills
+    everything from the first feature row; later calls load only what is new since the
+    previous end (``materialize_incremental``). The card states of the last built day up
+    to ``end`` are then merged into the online ones (:meth:`OnlineFeatures.merge_states`),
+    never replacing what the prediction API recorded since. Running it twice with the same
+    end changes nothing. Returns the (start, end) window loaded.
     """
     days = built_days(paths)
     if not days:
         raise FeatureStoreError("no features built yet: run `fraud features build` first")
     end = end or _midnight(days[-1] + dt.timedelta(days=1))
-    store = open_store(paths)
+    online = open_online(paths)
+    store = open_store(paths, apply=False)
+    batch_views = [
+        v.name for v in store.list_feature_views() if v.online and v.name != online.state_view.name
+    ]
     previous = _materialized_until(paths)
     with _quiet(), feast_lock(paths):
         if previous is None:
             start = PROFILE_AS_OF - pd.Timedelta(days=1)
-            store.materialize(start_date=start.to_pydatetime(), end_date=end.to_pydatetime())
+            store.materialize(
+                start_date=start.to_pydatetime(),
+                end_date=end.to_pydatetime(),
+                feature_views=batch_views,
+            )
         else:
             start = previous
-            store.materialize_incremental(end_date=end.to_pydatetime())
+            store.materialize_incremental(end_date=end.to_pydatetime(), feature_views=batch_views)
+    state_days = [d for d in days if _midnight(d + dt.timedelta(days=1)) <= end]
+    if state_days:
+        online.merge_states(read_state_snapshot(paths, state_days[-1]))
     (FeaturePaths(paths).feast / "materialized_until").write_text(end.isoformat())
     return start, end
 
 
-def online_features(store: FeatureStore, rows: list[dict[str, Any]]) -> pd.DataFrame:
-    """Online features of the feature service for request rows (card, merchant, request)."""
-    with _quiet():
-        # allow_cache: without it every call re-reads the registry and Feast's own lookup
-        # caches start over (measured: p50 16 ms uncached against 7 ms).
-        service = store.get_feature_service(FEATURE_SERVICE, allow_cache=True)
-        response = store.get_online_features(features=service, entity_rows=rows)
-        return pd.DataFrame(response.to_dict())
+def online_features(online: OnlineFeatures, rows: list[dict[str, Any]]) -> pd.DataFrame:
+    """The service's online features for request rows (``card_id``, ``merchant_id``,
+    ``transaction_timestamp`` and the request columns), as the prediction API computes
+    them: looked up through Feast's online store, card windows as of each row's time,
+    request-time features by the training code. Reads only; records nothing."""
+    import numpy as np
+
+    out = []
+    for row in rows:
+        stamp = pd.Timestamp(row["transaction_timestamp"])
+        at_us = int(stamp.tz_convert("UTC").as_unit("us").value)
+        looked_up = online.read(int(row["card_id"]), int(row["merchant_id"]), at_us)
+        request = fe.request_feature_arrays(
+            amount=np.array([row.get("amount", np.nan)], dtype=np.float64),
+            timestamp_us=np.array([at_us], dtype=np.int64),
+            channel=np.array([row.get("channel")], dtype=object),
+            latitude=np.array([row.get("latitude", np.nan)], dtype=np.float64),
+            longitude=np.array([row.get("longitude", np.nan)], dtype=np.float64),
+            card_amount_mean_7d=np.array([looked_up.values["card_amount_mean_7d"]]),
+            home_latitude=np.array([looked_up.values.get("home_latitude", np.nan)]),
+            home_longitude=np.array([looked_up.values.get("home_longitude", np.nan)]),
+        )
+        values: dict[str, Any] = {"card_id": row["card_id"], "merchant_id": row["merchant_id"]}
+        merged = {**looked_up.values, **looked_up.strings, **{k: v[0] for k, v in request.items()}}
+        values.update({name: merged.get(name) for name in online.features})
+        out.append(values)
+    return pd.DataFrame(out)

@@ -2,8 +2,11 @@
 ``/metadata`` and the OpenAPI docs at ``/docs``.
 
 ``create_app`` wires the pieces: the champion watcher (:mod:`.champion`, hot reload), the
-online-store reader (:mod:`.online`), the predictor (:mod:`.service`) and the prediction
-log (:mod:`.predlog`); they start and stop with the app (lifespan). Handlers are
+feature service's online features through Feast (``features.online``), the predictor
+(:mod:`.service`) and the prediction log (:mod:`.predlog`); they start and stop with the
+app (lifespan). When the online store cannot be read (not materialized yet, Redis down),
+``/predict`` answers 503 with the reason and ``/ready`` says false; the next request
+tries again, so the service recovers on its own when the store is back. Handlers are
 ``async`` and do their sub-millisecond CPU work inline: a hop to a thread pool per
 request would cost more than the work (see docs/serving.md for the figures).
 
@@ -29,12 +32,8 @@ from fastapi.responses import Response
 
 from fraud_detection.config import Profile, Secrets, StatePaths, load_profile, state_paths
 from fraud_detection.errors import FraudError
+from fraud_detection.features.online import OnlineStoreError
 from fraud_detection.serving.champion import ChampionWatcher, ServedModel
-from fraud_detection.serving.online import (
-    OnlineStoreError,
-    OnlineStoreReader,
-    online_store_path,
-)
 from fraud_detection.serving.predlog import PredictionLog
 from fraud_detection.serving.schemas import BatchPrediction, BatchRequest, Prediction, Transaction
 from fraud_detection.serving.service import Predictor
@@ -159,19 +158,33 @@ class _Service:
     profile: Profile
     paths: StatePaths
     watcher: ChampionWatcher
-    reader: OnlineStoreReader
-    predictor: Predictor
     prediction_log: PredictionLog | None
+    predictor: Predictor | None = None
     store_error: str | None = None
 
-    def check_store(self) -> bool:
+    def open_store(self) -> Predictor | None:
+        """The predictor, opening Feast's online store first if that has not worked yet."""
+        if self.predictor is not None:
+            return self.predictor
         try:
-            self.reader.check()
-        except (OnlineStoreError, OSError) as exc:
+            from fraud_detection.features.store import open_online
+
+            online = open_online(self.paths, feast_settings=self.profile.feast)
+            self.predictor = Predictor(online, self.prediction_log)
+        except FraudError as exc:
             self.store_error = str(exc)
+        except Exception as exc:  # Feast: a missing registry or service
+            self.store_error = f"{type(exc).__name__}: {exc}: run `fraud features materialize`"
+        return self.predictor
+
+    def check_store(self) -> bool:
+        predictor = self.open_store()
+        if predictor is None:
             return False
-        except Exception as exc:  # sqlite3 errors: a damaged or locked file
-            self.store_error = f"{type(exc).__name__}: {exc}"
+        try:
+            predictor.online.check()
+        except OnlineStoreError as exc:
+            self.store_error = str(exc)
             return False
         self.store_error = None
         return True
@@ -220,7 +233,6 @@ def create_app(
             champion_file=paths.root / "serving" / "champion.json",
             threshold_override=config.threshold,
         )
-        reader = OnlineStoreReader(online_store_path(paths))
         prediction_log = None
         if config.prediction_log.enabled:
             prediction_log = PredictionLog(predictions_folder(paths), config.prediction_log)
@@ -230,8 +242,6 @@ def create_app(
             profile=profile,
             paths=paths,
             watcher=watcher,
-            reader=reader,
-            predictor=Predictor(reader, prediction_log),
             prediction_log=prediction_log,
         )
         if not service.check_store():
@@ -251,7 +261,6 @@ def create_app(
                     predictions_folder(paths),
                     counters.dropped,
                 )
-            reader.close()
             holder.clear()
 
     app = FastAPI(
@@ -267,11 +276,15 @@ def create_app(
     )
     secured: dict[str, Any] = {"security": [{"APIKeyHeader": []}]} if api_key else {}
 
-    def _serving() -> tuple[_Service, ServedModel] | Response:
-        """The service and the model to answer with (read once), or a 503 saying why not."""
+    def _serving() -> tuple[_Service, Predictor, ServedModel] | Response:
+        """The service, its predictor and the model to answer with (read once), or a 503
+        saying why not."""
         service = holder.get("service")
         if service is None:
             return _json({"detail": "the service is starting"}, 503)
+        predictor = service.open_store()
+        if predictor is None:
+            return _json({"detail": f"online store unavailable: {service.store_error}"}, 503)
         model = service.watcher.current
         if model is None:
             report = service.watcher.ready_report()
@@ -281,10 +294,11 @@ def create_app(
                 or (f"no {service.profile.mlflow.model_name!r} version has the champion alias")
             )
             return _json({"detail": f"no model loaded: {why}"}, 503)
-        return service, model
+        return service, predictor, model
 
-    def _store_down(service: _Service, exc: Exception) -> Response:
-        service.store_error = f"{type(exc).__name__}: {exc}"
+    def _store_down(service: _Service, exc: OnlineStoreError) -> Response:
+        service.store_error = str(exc)
+        log.warning("online store unavailable: %s", exc)
         return _json({"detail": f"online store unavailable: {service.store_error}"}, 503)
 
     @app.post(
@@ -299,13 +313,11 @@ def create_app(
         serving = _serving()
         if isinstance(serving, Response):
             return serving
-        service, model = serving  # read once: a reload never changes it mid-request
+        service, predictor, model = serving  # read once: a reload never changes it mid-request
         try:
-            body = service.predictor.predict(model, transaction, started)
-        except Exception as exc:
-            if _is_store_error(exc):
-                return _store_down(service, exc)
-            raise
+            body = predictor.predict(model, transaction, started)
+        except OnlineStoreError as exc:
+            return _store_down(service, exc)
         return _json(body)
 
     @app.post(
@@ -319,7 +331,7 @@ def create_app(
         serving = _serving()
         if isinstance(serving, Response):
             return serving
-        service, model = serving
+        service, predictor, model = serving
         limit = service.config.max_batch_rows
         if len(batch.transactions) > limit:
             return _json(
@@ -336,11 +348,9 @@ def create_app(
                 422,
             )
         try:
-            bodies = service.predictor.predict_many(model, batch.transactions, started)
-        except Exception as exc:
-            if _is_store_error(exc):
-                return _store_down(service, exc)
-            raise
+            bodies = predictor.predict_many(model, batch.transactions, started)
+        except OnlineStoreError as exc:
+            return _store_down(service, exc)
         return _json({"model_version": model.version, "predictions": bodies})
 
     @app.get("/health", summary="Liveness: the process is up")
@@ -364,8 +374,11 @@ def create_app(
             "model": model,
             "online_store": {
                 "ok": store_ok,
-                "path": str(service.reader.path),
+                "type": service.profile.feast.online_store,
                 "error": service.store_error,
+                "state_updates": None
+                if service.predictor is None
+                else service.predictor.updates.to_dict(),
             },
             "prediction_log": None
             if service.prediction_log is None
@@ -382,7 +395,7 @@ def create_app(
         serving = _serving()
         if isinstance(serving, Response):
             return serving
-        service, model = serving
+        service, _, model = serving
         counters = None if service.prediction_log is None else service.prediction_log.counters()
         return _json(
             {
@@ -405,12 +418,6 @@ def create_app(
     if api_key is not None:
         _add_security_scheme(app)
     return app
-
-
-def _is_store_error(exc: Exception) -> bool:
-    import sqlite3
-
-    return isinstance(exc, OnlineStoreError | sqlite3.Error)
 
 
 def _add_security_scheme(app: FastAPI) -> None:

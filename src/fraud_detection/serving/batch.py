@@ -112,16 +112,11 @@ def load_champion(profile: Profile) -> Champion:
 
 
 def entities(transactions: pd.DataFrame) -> pd.DataFrame:
-    """Raw transactions as Feast entity rows: features as of just before each one.
+    """Raw transactions as Feast entity rows, stamped as the training set stamps them
+    (``features.store.entity_rows``): features as of each transaction's own time."""
+    from fraud_detection.features.store import entity_rows
 
-    The same stamping as the training set (``features.store.training_entities``): the
-    card-feature row stamped at a transaction's own time already counts it.
-    """
-    from fraud_detection.features.store import JUST_BEFORE
-
-    rows = transactions.rename(columns={"event_timestamp": "transaction_timestamp"})
-    rows["event_timestamp"] = rows["transaction_timestamp"] - JUST_BEFORE
-    return rows
+    return entity_rows(transactions)
 
 
 def score_frame(

@@ -27,10 +27,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from fraud_detection.errors import FraudError
 from fraud_detection.features.engineering import MODEL_FEATURES
-from fraud_detection.serving.scorer import Scorer, build_scorer
+from fraud_detection.serving.scorer import PipelineScorer, Scorer, scorer_for
 
 __all__ = ["ChampionWatcher", "ModelLoadError", "ServedModel", "load_version"]
 
@@ -53,7 +54,7 @@ class ServedModel:
     name: str
     version: str
     run_id: str | None
-    scorer: Scorer
+    scorer: Scorer | PipelineScorer
     threshold: float
     threshold_source: str  # "run" (logged with the training run), "config", "train.yaml"
     tags: dict[str, str]
@@ -76,6 +77,7 @@ class ServedModel:
             "lineage": {k: v for k, v in self.tags.items() if k.startswith("lineage")},
             "tags": self.tags,
             "inputs": [*self.scorer.numeric, *self.scorer.categorical],
+            "scorer": self.scorer.kind,
             "loaded_at": self.loaded_at,
         }
 
@@ -100,7 +102,7 @@ def _threshold(run_id: str | None, override: float | None) -> tuple[float, str]:
     return load_train_config().threshold.value, "train.yaml"
 
 
-def check_scorer(pipeline: Any, scorer: Scorer, example: Any) -> None:
+def check_scorer(pipeline: Any, scorer: Scorer | PipelineScorer, example: Any) -> None:
     """Raise :class:`ModelLoadError` unless the scorer reproduces the pipeline on
     ``example`` with finite probabilities in [0, 1]."""
     try:
@@ -140,8 +142,10 @@ def load_version(name: str, version: str, threshold_override: float | None = Non
         raise ModelLoadError(
             f"{name} version {version} cannot be loaded: {type(exc).__name__}: {exc}"
         ) from exc
+    if not isinstance(example, pd.DataFrame):
+        raise ModelLoadError(f"{name} version {version} has no logged input example to check")
     try:
-        scorer = build_scorer(pipeline)
+        scorer = scorer_for(pipeline, example)
     except FraudError as exc:
         raise ModelLoadError(f"{name} version {version}: {exc}") from exc
     missing = [c for c in scorer.numeric if c not in MODEL_FEATURES]
@@ -150,8 +154,6 @@ def load_version(name: str, version: str, threshold_override: float | None = Non
             f"{name} version {version} needs feature(s) serving does not compute: "
             + ", ".join(missing)
         )
-    if example is None:
-        raise ModelLoadError(f"{name} version {version} has no logged input example to check")
     try:
         check_scorer(pipeline, scorer, example)
     except ModelLoadError as exc:

@@ -1,4 +1,9 @@
-"""A fast, faithful scorer built from the registered sklearn Pipeline.
+"""A fast, faithful scorer built from the registered sklearn Pipeline, and the standard
+path for any other model.
+
+:func:`scorer_for` picks: the fast :class:`Scorer` for the template's model, else
+:class:`PipelineScorer` (the pipeline's own ``predict_proba``), so any classifier a
+user registers serves.
 
 The registered model is the fitted :class:`~sklearn.pipeline.Pipeline` of
 ``training/model.py``: a pandas ``ColumnTransformer`` (numbers to nullable floats,
@@ -39,7 +44,14 @@ from fraud_detection.training.model import MISSING_CATEGORY
 if TYPE_CHECKING:
     from sklearn.pipeline import Pipeline
 
-__all__ = ["Scorer", "ScorerError", "build_scorer", "limit_openmp_threads"]
+__all__ = [
+    "PipelineScorer",
+    "Scorer",
+    "ScorerError",
+    "build_scorer",
+    "limit_openmp_threads",
+    "scorer_for",
+]
 
 FloatArray = np.ndarray[Any, np.dtype[np.float64]]
 
@@ -64,6 +76,8 @@ class Scorer:
     ``numeric`` and ``categorical`` are the pipeline's input columns in its order. A
     numeric row is float64 with NaN for missing; a category is a ``str`` or ``None``.
     """
+
+    kind = "fast"
 
     numeric: tuple[str, ...]
     categorical: tuple[str, ...]
@@ -121,6 +135,52 @@ class Scorer:
             for c in self.categorical
         ]
         return self.predict(self.encode(numbers, categories))
+
+
+class PipelineScorer:
+    """The standard path for any other model: the pipeline's own ``predict_proba`` on a
+    DataFrame laid out like the version's logged input example (same columns, same
+    dtypes). Slower than :class:`Scorer` (pandas per call), but exact for any sklearn
+    classifier a user registers."""
+
+    kind = "pipeline"
+
+    def __init__(self, pipeline: Pipeline, example: pd.DataFrame) -> None:
+        from fraud_detection.features.engineering import CATEGORICAL_FEATURES
+
+        columns = [str(c) for c in example.columns]
+        self.pipeline = pipeline
+        self.categorical = tuple(c for c in columns if c in CATEGORICAL_FEATURES)
+        self.numeric = tuple(c for c in columns if c not in CATEGORICAL_FEATURES)
+        self._columns = columns
+        self._dtypes = example.dtypes.to_dict()
+
+    def encode(self, numbers: FloatArray, categories: Sequence[Sequence[str | None]]) -> Any:
+        """A DataFrame of the pipeline's input columns (NaN / None for missing)."""
+        data: dict[str, Any] = {c: numbers[:, i] for i, c in enumerate(self.numeric)}
+        data.update({c: list(v) for c, v in zip(self.categorical, categories, strict=True)})
+        frame = pd.DataFrame(data)[self._columns]
+        return frame.astype(self._dtypes)
+
+    def predict(self, rows: Any) -> FloatArray:
+        proba: FloatArray = np.asarray(self.pipeline.predict_proba(rows), dtype=np.float64)[:, 1]
+        return proba
+
+    def score_one(self, numbers: Sequence[float], categories: Sequence[str | None]) -> float:
+        row = np.asarray([numbers], dtype=np.float64)
+        return float(self.predict(self.encode(row, [[c] for c in categories]))[0])
+
+    def score_frame(self, frame: pd.DataFrame) -> FloatArray:
+        return self.predict(frame[self._columns])
+
+
+def scorer_for(pipeline: Pipeline, example: pd.DataFrame) -> Scorer | PipelineScorer:
+    """The fast :class:`Scorer` when the model is the shape it reproduces, else the
+    pipeline's own ``predict_proba`` (:class:`PipelineScorer`)."""
+    try:
+        return build_scorer(pipeline)
+    except ScorerError:
+        return PipelineScorer(pipeline, example)
 
 
 def _ordinal(values: Any) -> dict[Any, int]:

@@ -2,48 +2,60 @@
 
 The steps of one prediction, the same for ``POST /predict`` and ``POST /predict/batch``:
 
-1. look the card and the merchant up in the online store (:mod:`.online`), with
-   ``unknown_card`` / ``unknown_merchant`` when the store has never seen them (their
-   features are then missing, which the model handles as a card's first transaction);
+1. read the card and the merchant through Feast's online store
+   (:class:`~fraud_detection.features.online.OnlineFeatures`): the batch features as
+   stored, and the card window features computed from the card's state as of the
+   transaction's time, by the function that built the training rows; ``unknown_card`` /
+   ``unknown_merchant`` when the store has never seen them;
 2. compute the request-time features with ``engineering.request_feature_arrays``, the
    code that built the training sets;
-3. score with the champion's fast scorer (:mod:`.scorer`) and apply its threshold;
-4. queue a record for the prediction log (:mod:`.predlog`).
+3. score with the champion's scorer (:mod:`.scorer`) and apply its threshold;
+4. append the transaction to the card's online state, so the card's next request sees
+   it (a retried ``transaction_id`` is not counted twice), and queue a record for the
+   prediction log (:mod:`.predlog`).
 
-No step raises for a valid :class:`~fraud_detection.serving.schemas.Transaction`.
+Steps 1 to 4 of one card hold the state writers' lock, so concurrent requests and a
+re-materializing CT run never lose each other's updates. A failed read raises
+:class:`~fraud_detection.features.online.OnlineStoreError` (the API answers 503); a
+failed state write is counted and logged, and the score is still returned.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import logging
+import threading
 import time
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from fraud_detection.features.engineering import (
-    CARD_FEATURES,
     MODEL_FEATURES,
     REQUEST_FEATURES,
     request_feature_arrays,
 )
+from fraud_detection.features.online import (
+    CardState,
+    OnlineFeatures,
+    OnlineRow,
+    OnlineStoreError,
+    transaction_key,
+)
 from fraud_detection.serving.champion import ServedModel
-from fraud_detection.serving.online import LOOKED_UP, Lookup, OnlineStoreReader
 from fraud_detection.serving.predlog import PredictionLog, Record
 from fraud_detection.serving.schemas import Transaction
 
-__all__ = ["Predictor", "model_inputs"]
+__all__ = ["Predictor", "StateUpdates", "model_inputs"]
+
+log = logging.getLogger(__name__)
 
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 _ONE_US = dt.timedelta(microseconds=1)
-# Where each looked-up MODEL_FEATURE sits in a Lookup's values.
-_CARD_SLOTS = [LOOKED_UP.index(name) for name in CARD_FEATURES]
-_MERCHANT_SLOT = LOOKED_UP.index("merchant_fraud_rate_30d")
-_HOME = (LOOKED_UP.index("home_latitude"), LOOKED_UP.index("home_longitude"))
-_MEAN = LOOKED_UP.index("card_amount_mean_7d")
-assert (*CARD_FEATURES, "merchant_fraud_rate_30d", *REQUEST_FEATURES) == MODEL_FEATURES
+_LOOKED_UP = tuple(name for name in MODEL_FEATURES if name not in REQUEST_FEATURES)
 
 
 def _micros(stamp: dt.datetime) -> int:
@@ -51,13 +63,11 @@ def _micros(stamp: dt.datetime) -> int:
 
 
 def model_inputs(
-    transactions: Sequence[Transaction], lookups: Sequence[Lookup]
-) -> tuple[list[list[float]], list[list[Any]]]:
-    """Every MODEL_FEATURE (looked up, then computed at request time) of each transaction.
-
-    Returns the rows of MODEL_FEATURES values (floats, NaN when missing; request-time
-    integers as ints) and the request-time feature columns' raw values.
-    """
+    transactions: Sequence[Transaction], rows: Sequence[OnlineRow]
+) -> list[list[float]]:
+    """Every MODEL_FEATURE (looked up or computed from the card state, then computed at
+    request time) of each transaction: floats, NaN when missing; request-time integers
+    as ints."""
     n = len(transactions)
     request = request_feature_arrays(
         amount=np.fromiter((t.amount for t in transactions), np.float64, n),
@@ -65,67 +75,133 @@ def model_inputs(
         channel=np.array([t.channel for t in transactions], dtype=object),
         latitude=np.fromiter((t.latitude for t in transactions), np.float64, n),
         longitude=np.fromiter((t.longitude for t in transactions), np.float64, n),
-        card_amount_mean_7d=np.fromiter((lk.values[_MEAN] for lk in lookups), np.float64, n),
-        home_latitude=np.fromiter((lk.values[_HOME[0]] for lk in lookups), np.float64, n),
-        home_longitude=np.fromiter((lk.values[_HOME[1]] for lk in lookups), np.float64, n),
+        card_amount_mean_7d=np.fromiter(
+            (r.values["card_amount_mean_7d"] for r in rows), np.float64, n
+        ),
+        home_latitude=np.fromiter((r.values["home_latitude"] for r in rows), np.float64, n),
+        home_longitude=np.fromiter((r.values["home_longitude"] for r in rows), np.float64, n),
     )
     computed = [request[name].tolist() for name in REQUEST_FEATURES]
-    rows = []
-    for i, lookup in enumerate(lookups):
-        values = lookup.values
-        rows.append(
-            [values[s] for s in _CARD_SLOTS]
-            + [values[_MERCHANT_SLOT]]
-            + [column[i] for column in computed]
-        )
-    return rows, computed
+    return [
+        [row.values[name] for name in _LOOKED_UP] + [column[i] for column in computed]
+        for i, row in enumerate(rows)
+    ]
+
+
+@dataclass
+class StateUpdates:
+    """How the card-state writes went (``/ready`` shows these)."""
+
+    written: int = 0
+    failed: int = 0
+    last_error: str | None = None
+    last_failed_at: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "written": self.written,
+            "failed": self.failed,
+            "last_error": self.last_error,
+            "last_failed_at": self.last_failed_at,
+        }
 
 
 class Predictor:
-    """Scores transactions with the watcher's current model; logs each prediction."""
+    """Scores transactions with the watcher's current model, keeps the card states up to
+    date and logs each prediction."""
 
     def __init__(
         self,
-        reader: OnlineStoreReader,
+        online: OnlineFeatures,
         prediction_log: PredictionLog | None = None,
     ) -> None:
-        self.reader = reader
+        missing = [name for name in _LOOKED_UP if name not in online.features]
+        if missing:
+            raise OnlineStoreError(
+                f"the feature service {online.service_name!r} does not serve "
+                f"{', '.join(missing)}, which the model is trained on"
+            )
+        self.online = online
         self.log = prediction_log
+        self.updates = StateUpdates()
+        self._counter_lock = threading.Lock()
 
-    def _lookup(self, txn: Transaction) -> Lookup:
-        return self.reader.lookup(txn.card_id, txn.merchant_id, txn.timestamp.timestamp())
+    @staticmethod
+    def _event(txn: Transaction) -> tuple[int, float, int, int]:
+        t_us = _micros(txn.timestamp)
+        key = transaction_key(txn.transaction_id, txn.card_id, t_us, txn.merchant_id, txn.amount)
+        return (t_us, txn.amount, txn.merchant_id, key)
+
+    def _write(self, items: list[tuple[int, CardState]]) -> None:
+        try:
+            written = self.online.write_states(items)
+        except OnlineStoreError as exc:
+            with self._counter_lock:
+                self.updates.failed += len(items)
+                self.updates.last_error = str(exc)
+                self.updates.last_failed_at = dt.datetime.now(dt.UTC).isoformat()
+            log.warning("card state update failed for %d card(s): %s", len(items), exc)
+            return
+        with self._counter_lock:
+            self.updates.written += written
 
     def predict(self, model: ServedModel, txn: Transaction, started: float) -> dict[str, Any]:
         """The response body of one transaction (and its log record)."""
-        lookup = self._lookup(txn)
-        rows, _ = model_inputs((txn,), (lookup,))
-        features = rows[0]
-        numbers = [features[i] for i in model.feature_index]
-        score = model.scorer.score_one(numbers, (txn.merchant_category, txn.channel))
-        return self._respond(model, txn, lookup, features, score, started, "api")
+        event = self._event(txn)
+        with self.online.writing():
+            row = self.online.read(txn.card_id, txn.merchant_id, event[0])
+            features = model_inputs((txn,), (row,))[0]
+            numbers = [features[i] for i in model.feature_index]
+            score = model.scorer.score_one(numbers, (txn.merchant_category, txn.channel))
+            t_us, amount, merchant, key = event
+            updated = row.state.with_events([t_us], [amount], [merchant], [key])
+            if updated is not None:
+                self._write([(txn.card_id, updated)])
+        return self._respond(model, txn, row, features, score, started, "api")
 
     def predict_many(
         self, model: ServedModel, transactions: Sequence[Transaction], started: float
     ) -> list[dict[str, Any]]:
-        """Response bodies of several transactions, scored in one call of the model."""
-        lookups = [self._lookup(t) for t in transactions]
-        rows, _ = model_inputs(transactions, lookups)
-        numbers = np.asarray(rows, dtype=np.float64)[:, list(model.feature_index)]
+        """Response bodies of several transactions, in order, scored in one model call.
+
+        A transaction sees the earlier ones of its card in the same batch, as if they had
+        come one by one; each card's state is written once at the end.
+        """
+        states: dict[int, CardState] = {}
+        changed: set[int] = set()
+        rows: list[OnlineRow] = []
+        with self.online.writing():
+            for txn in transactions:
+                event = self._event(txn)
+                state = states.get(txn.card_id)
+                if state is None:
+                    state = self.online.read_state(txn.card_id)
+                rows.append(self.online.read(txn.card_id, txn.merchant_id, event[0], state))
+                t_us, amount, merchant, key = event
+                updated = state.with_events([t_us], [amount], [merchant], [key])
+                if updated is not None:
+                    state = updated
+                    changed.add(txn.card_id)
+                states[txn.card_id] = state
+            if changed:
+                self._write([(card, states[card]) for card in sorted(changed)])
+        features = model_inputs(transactions, rows)
+        numbers = np.asarray(features, dtype=np.float64)[:, list(model.feature_index)]
         categories: list[list[str | None]] = [
             [t.merchant_category for t in transactions],
             [t.channel for t in transactions],
         ]
         scores = model.scorer.predict(model.scorer.encode(numbers, categories)).tolist()
         return [
-            self._respond(model, t, lk, row, s, started, "api")
-            for t, lk, row, s in zip(transactions, lookups, rows, scores, strict=True)
+            self._respond(model, t, r, f, s, started, "api")
+            for t, r, f, s in zip(transactions, rows, features, scores, strict=True)
         ]
 
     def _respond(
         self,
         model: ServedModel,
         txn: Transaction,
-        lookup: Lookup,
+        lookup: OnlineRow,
         features: list[Any],
         score: float,
         started: float,

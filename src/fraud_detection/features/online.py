@@ -1,0 +1,479 @@
+"""Online features through Feast's online-store interface, with real-time card state.
+
+What the prediction API looks up, and how the card's state moves with every request:
+
+* **Which features.** The FeatureService (``fraud_model_v1`` in ``feature_repo/``) lists
+  them. A regular feature view in it (``merchant_risk``) is read as Feast stores it; an
+  on-demand view (``transaction_features``) is computed from the request and its source
+  views (``card_profile``); a view tagged ``online_state: <view>`` (``card_behaviour``) is
+  computed at request time from that state view (``card_recent``).
+* **How it is read and written.** Through the ``OnlineStore`` that Feast's own
+  ``get_online_features`` and ``write_to_online_store`` use (``online_read``,
+  ``online_write_batch``), configured from the repo's ``feature_store.yaml`` and the
+  profile: SQLite locally, Redis in production. Nothing here knows a storage format.
+* **Card state.** ``card_recent`` holds, per card, its transactions of the last
+  :data:`STATE_WINDOW` as arrays (times, amounts, merchants, keys). The card window
+  features are ``engineering.card_window_arrays`` of that state at the request's time:
+  the function that built the training rows. After scoring, the API appends the
+  transaction (:meth:`CardState.with_events`, :meth:`OnlineFeatures.write_states`), so
+  the card's next request sees it. A transaction already in the state (a retried
+  request, the same ``transaction_id``) is not added twice.
+* **Batch writes.** :meth:`OnlineFeatures.merge_states` adds the events of a batch
+  snapshot (``fraud features materialize``) to what is online: a union, so a batch never
+  moves a card's state back in time or drops what the API recorded.
+
+Writers of one state folder serialize on a lock file beside Feast's registry, so the API
+and a CT run re-materializing never interleave a read-modify-write of the same card.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import fcntl
+import hashlib
+import math
+import threading
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from fraud_detection.errors import FraudError
+from fraud_detection.features import engineering as fe
+
+if TYPE_CHECKING:
+    from feast import FeatureStore, FeatureView
+    from feast.infra.online_stores.online_store import OnlineStore
+    from feast.protos.feast.types.EntityKey_pb2 import EntityKey
+    from feast.protos.feast.types.Value_pb2 import Value
+
+__all__ = [
+    "STATE_FIELDS",
+    "STATE_TAG",
+    "STATE_WINDOW",
+    "CardState",
+    "OnlineFeatures",
+    "OnlineRow",
+    "OnlineStoreError",
+    "transaction_key",
+]
+
+# A feature view with this tag is computed at request time from the named state view.
+STATE_TAG = "online_state"
+# The state view's arrays, in this order.
+STATE_FIELDS = ("recent_timestamps_us", "recent_amounts", "recent_merchants", "recent_keys")
+# How much history a card's state keeps: the 7-day windows (and the new-merchant lookback,
+# which ends inside them) plus a day of slack for requests that arrive out of order.
+STATE_WINDOW = dt.timedelta(days=8)
+NEW_MERCHANT_LOOKBACK = dt.timedelta(days=6)
+_STATE_WINDOW_US = int(STATE_WINDOW / dt.timedelta(microseconds=1))
+_LOOKBACK_US = int(NEW_MERCHANT_LOOKBACK / dt.timedelta(microseconds=1))
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+_ONE_US = dt.timedelta(microseconds=1)
+_MERGE_CHUNK = 500  # cards per locked read-merge-write of a batch
+
+
+class OnlineStoreError(FraudError):
+    """The online store cannot be read or written; the message says why and what to do."""
+
+
+def transaction_key(
+    transaction_id: str | None, card_id: int, t_us: int, merchant_id: int, amount: float
+) -> int:
+    """A transaction's int64 identity in a card's state: its id's hash, or, without an
+    id, the hash of what it is (card, time, merchant, amount)."""
+    text = (
+        transaction_id
+        if transaction_id is not None
+        else f"{card_id}|{t_us}|{merchant_id}|{float(amount)!r}"
+    )
+    digest = hashlib.blake2b(text.encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little", signed=True)
+
+
+# ----------------------------------------------------------------------- card state
+
+
+@dataclass(frozen=True)
+class CardState:
+    """One card's recent transactions (sorted by time) and the stamp of its last write."""
+
+    timestamps_us: np.ndarray[Any, np.dtype[np.int64]]
+    amounts: np.ndarray[Any, np.dtype[np.float64]]
+    merchants: np.ndarray[Any, np.dtype[np.int64]]
+    keys: np.ndarray[Any, np.dtype[np.int64]]
+    written_at: dt.datetime | None = None  # the stored row's event time (None: no row)
+
+    @classmethod
+    def empty(cls) -> CardState:
+        none = np.zeros(0, dtype=np.int64)
+        return cls(none, np.zeros(0, dtype=np.float64), none, none)
+
+    def __len__(self) -> int:
+        return len(self.timestamps_us)
+
+    def window_features(self, card_id: int, at_us: int) -> dict[str, float]:
+        """The card window features as of ``at_us`` (one call of the training code)."""
+        out = fe.card_window_arrays(
+            np.full(len(self), card_id, dtype=np.int64),
+            self.timestamps_us,
+            self.amounts,
+            self.merchants,
+            np.array([card_id], dtype=np.int64),
+            np.array([at_us], dtype=np.int64),
+            new_merchant_lookback_us=_LOOKBACK_US,
+        )
+        return {name: float(values[0]) for name, values in out.items()}
+
+    def with_events(
+        self,
+        timestamps_us: Sequence[int] | np.ndarray[Any, Any],
+        amounts: Sequence[float] | np.ndarray[Any, Any],
+        merchants: Sequence[int] | np.ndarray[Any, Any],
+        keys: Sequence[int] | np.ndarray[Any, Any],
+    ) -> CardState | None:
+        """This state with the given events added (those whose key it lacks), trimmed to
+        :data:`STATE_WINDOW` before its newest event; ``None`` when nothing is new."""
+        new_keys = np.asarray(keys, dtype=np.int64)
+        fresh = ~np.isin(new_keys, self.keys)
+        if len(new_keys) > 1:  # one event per key within the batch too
+            _, first = np.unique(new_keys, return_index=True)
+            once = np.zeros(len(new_keys), dtype=bool)
+            once[first] = True
+            fresh &= once
+        if not fresh.any():
+            return None
+        t = np.concatenate([self.timestamps_us, np.asarray(timestamps_us, np.int64)[fresh]])
+        a = np.concatenate([self.amounts, np.asarray(amounts, np.float64)[fresh]])
+        m = np.concatenate([self.merchants, np.asarray(merchants, np.int64)[fresh]])
+        k = np.concatenate([self.keys, new_keys[fresh]])
+        order = np.argsort(t, kind="stable")
+        keep = order[t[order] > int(t.max()) - _STATE_WINDOW_US]
+        return CardState(t[keep], a[keep], m[keep], k[keep], self.written_at)
+
+    @property
+    def newest(self) -> dt.datetime:
+        return _EPOCH + int(self.timestamps_us.max()) * _ONE_US
+
+
+# ----------------------------------------------------------------------- values
+
+
+def _scalar(value: Value | None) -> float | str | None:
+    """A scalar feature's Python value (numbers as float), or None when unset."""
+    if value is None:
+        return None
+    kind = value.WhichOneof("val")
+    if kind is None or kind == "null_val":
+        return None
+    got = getattr(value, kind)
+    if isinstance(got, str):
+        return got
+    return float(got)
+
+
+def _array(value: Value | None, kind: str, dtype: type) -> np.ndarray[Any, Any]:
+    if value is None or value.WhichOneof("val") != kind:
+        return np.zeros(0, dtype=dtype)
+    return np.fromiter(getattr(value, kind).val, dtype=dtype)
+
+
+def _state_from(stamp: dt.datetime | None, values: dict[str, Value] | None) -> CardState:
+    if not values:
+        return CardState.empty()
+    return CardState(
+        timestamps_us=_array(values.get(STATE_FIELDS[0]), "int64_list_val", np.int64),
+        amounts=_array(values.get(STATE_FIELDS[1]), "double_list_val", np.float64),
+        merchants=_array(values.get(STATE_FIELDS[2]), "int64_list_val", np.int64),
+        keys=_array(values.get(STATE_FIELDS[3]), "int64_list_val", np.int64),
+        written_at=stamp,
+    )
+
+
+def _state_values(state: CardState) -> dict[str, Value]:
+    from feast.protos.feast.types.Value_pb2 import DoubleList, Int64List
+    from feast.protos.feast.types.Value_pb2 import Value as ValueProto
+
+    return {
+        STATE_FIELDS[0]: ValueProto(int64_list_val=Int64List(val=state.timestamps_us.tolist())),
+        STATE_FIELDS[1]: ValueProto(double_list_val=DoubleList(val=state.amounts.tolist())),
+        STATE_FIELDS[2]: ValueProto(int64_list_val=Int64List(val=state.merchants.tolist())),
+        STATE_FIELDS[3]: ValueProto(int64_list_val=Int64List(val=state.keys.tolist())),
+    }
+
+
+def _stamp(state: CardState) -> dt.datetime:
+    """The event time a state is written with: its newest event, and always later than
+    the row it replaces (stores that keep the newest write, like Redis, then take it)."""
+    stamp = state.newest
+    if state.written_at is not None and stamp <= state.written_at:
+        stamp = state.written_at + _ONE_US
+    return stamp
+
+
+# ----------------------------------------------------------------------- the plan
+
+
+@dataclass(frozen=True)
+class _Read:
+    """One feature view read online for one entity."""
+
+    view: FeatureView
+    join_key: str
+    features: tuple[str, ...]
+    ttl_s: float | None  # a row older than this at the transaction's time is missing
+
+
+@dataclass
+class OnlineRow:
+    """What the online store gave for one transaction, by feature name."""
+
+    values: dict[str, float]  # every feature of the service known before request time
+    state: CardState  # the card's state the window features were computed from
+    unknown_card: bool  # nothing at all about the card: no state, no profile
+    unknown_merchant: bool  # no merchant row
+    feature_age_s: float | None  # transaction time - event time of the batch rows used
+    strings: dict[str, str | None] = field(default_factory=dict)  # string features
+
+
+def _entity(join_key: str, value: int) -> EntityKey:
+    from feast.protos.feast.types.EntityKey_pb2 import EntityKey as EntityKeyProto
+    from feast.protos.feast.types.Value_pb2 import Value as ValueProto
+
+    return EntityKeyProto(join_keys=[join_key], entity_values=[ValueProto(int64_val=value)])
+
+
+def _ttl_s(view: FeatureView) -> float | None:
+    ttl = view.ttl
+    return None if ttl is None or ttl == dt.timedelta(0) else ttl.total_seconds()
+
+
+class OnlineFeatures:
+    """The feature service's online features and the card state, through Feast.
+
+    Built once from an open :class:`feast.FeatureStore`; :meth:`read` and :meth:`write_states`
+    are the per-request calls. ``lock_file`` serializes state writers across processes
+    (the API and a re-materializing CT run); without it, only threads of this process.
+    """
+
+    def __init__(
+        self, store: FeatureStore, service_name: str, *, lock_file: Path | None = None
+    ) -> None:
+        from feast.infra.online_stores.helpers import get_online_store_from_config
+
+        self.config = store.config
+        self.service_name = service_name
+        self.online: OnlineStore = get_online_store_from_config(store.config.online_store)
+        self._lock_file = lock_file
+        if lock_file is not None:
+            lock_file.parent.mkdir(parents=True, exist_ok=True)
+        self._thread_lock = threading.RLock()
+        _tune_sqlite(self.online, store.config)
+        service = store.get_feature_service(service_name, allow_cache=True)
+        views = {v.name: v for v in store.list_feature_views(allow_cache=True)}
+        odfvs = {v.name: v for v in store.list_on_demand_feature_views(allow_cache=True)}
+
+        wanted: dict[str, list[str]] = {}  # view -> features, in the service's order
+        self.features: list[str] = []  # every feature the service serves, in order
+        self.window_features: tuple[str, ...] = ()
+        state_view: FeatureView | None = None
+        for projection in service.feature_view_projections:
+            names = [f.name for f in projection.features]
+            self.features += names
+            if projection.name in odfvs:
+                for source in odfvs[projection.name].source_feature_view_projections.values():
+                    wanted.setdefault(source.name, [])
+                    wanted[source.name] += [f.name for f in source.features]
+                continue
+            view = views.get(projection.name)
+            if view is None:
+                raise OnlineStoreError(
+                    f"feature service {service_name!r} names view {projection.name!r}, "
+                    "which the registry lacks: run `fraud features materialize`"
+                )
+            wanted.setdefault(view.name, [])
+            wanted[view.name] += names
+        reads: list[_Read] = []
+        for name, names in wanted.items():
+            view = views[name]
+            if STATE_TAG in view.tags:
+                state_name = view.tags[STATE_TAG]
+                if state_name not in views:
+                    raise OnlineStoreError(f"view {name!r} names a missing state view {state_name}")
+                unknown = sorted(set(names) - set(fe.CARD_FEATURES))
+                if unknown:
+                    raise OnlineStoreError(
+                        f"view {name!r} asks for {', '.join(unknown)}, which "
+                        "engineering.card_window_arrays does not compute"
+                    )
+                state_view = views[state_name]
+                self.window_features = tuple(dict.fromkeys(names))
+                continue
+            reads.append(_Read(view, view.join_keys[0], tuple(dict.fromkeys(names)), _ttl_s(view)))
+        if state_view is None:
+            raise OnlineStoreError(
+                f"no view of service {service_name!r} is computed from a card state "
+                f"(tag {STATE_TAG!r}): check feature_repo/definitions.py"
+            )
+        self.state_view: FeatureView = state_view
+        self.state_key = state_view.join_keys[0]
+        self.reads: tuple[_Read, ...] = tuple(reads)
+        self.features = list(dict.fromkeys(self.features))
+
+    # ------------------------------------------------------------------ locking
+
+    @contextlib.contextmanager
+    def writing(self) -> Iterator[None]:
+        """Hold the state writers' lock (this process's threads and, with a lock file,
+        every process of the state folder)."""
+        with self._thread_lock:
+            if self._lock_file is None:
+                yield
+                return
+            with self._lock_file.open("a") as handle:
+                fcntl.flock(handle, fcntl.LOCK_EX)
+                try:
+                    yield
+                finally:
+                    fcntl.flock(handle, fcntl.LOCK_UN)
+
+    # ------------------------------------------------------------------ reading
+
+    def _read_one(self, view: FeatureView, key: EntityKey, features: Sequence[str]) -> Any:
+        try:
+            return self.online.online_read(self.config, view, [key], list(features))[0]
+        except Exception as exc:
+            raise OnlineStoreError(_why(exc)) from exc
+
+    def read_state(self, card_id: int) -> CardState:
+        """The card's stored state (empty when the store has none)."""
+        stamp, values = self._read_one(
+            self.state_view, _entity(self.state_key, card_id), STATE_FIELDS
+        )
+        return _state_from(stamp, values)
+
+    def read_states(self, card_ids: Sequence[int]) -> list[CardState]:
+        """The stored states of several cards, one store call."""
+        keys = [_entity(self.state_key, int(c)) for c in card_ids]
+        try:
+            rows = self.online.online_read(self.config, self.state_view, keys, list(STATE_FIELDS))
+        except Exception as exc:
+            raise OnlineStoreError(_why(exc)) from exc
+        return [_state_from(stamp, values) for stamp, values in rows]
+
+    def read(
+        self,
+        card_id: int,
+        merchant_id: int,
+        at_us: int,
+        state: CardState | None = None,
+    ) -> OnlineRow:
+        """Every looked-up feature of a transaction of ``card_id`` at ``merchant_id`` at
+        ``at_us``: the batch views as stored (missing past their TTL at ``at_us``), and
+        the card window features computed from the card's state as of ``at_us``.
+        ``state`` replaces the stored one (a batch of requests carries it along)."""
+        if state is None:
+            state = self.read_state(card_id)
+        values: dict[str, float] = dict.fromkeys(
+            (f for r in self.reads for f in r.features), math.nan
+        )
+        strings: dict[str, str | None] = {}
+        ages: list[float] = []
+        card_rows = bool(len(state)) or state.written_at is not None
+        merchant_found = False
+        at_s = at_us / 1e6
+        for read in self.reads:
+            entity = card_id if read.join_key == self.state_key else merchant_id
+            stamp, row = self._read_one(read.view, _entity(read.join_key, entity), read.features)
+            if row is None:
+                continue
+            if read.join_key == self.state_key:
+                card_rows = True
+            else:
+                merchant_found = True
+            age = None if stamp is None else at_s - stamp.timestamp()
+            if read.ttl_s is not None:
+                if age is not None and age > read.ttl_s:
+                    continue
+                if age is not None:
+                    ages.append(age)
+            for name in read.features:
+                value = _scalar(row.get(name))
+                if isinstance(value, str):
+                    strings[name] = value
+                elif value is not None:
+                    values[name] = value
+        values.update(state.window_features(card_id, at_us))
+        return OnlineRow(
+            values=values,
+            state=state,
+            unknown_card=not card_rows,
+            unknown_merchant=not merchant_found,
+            feature_age_s=max(ages) if ages else None,
+            strings=strings,
+        )
+
+    def check(self) -> None:
+        """Raise :class:`OnlineStoreError` unless every view can be read."""
+        self.read_state(-1)
+        for read in self.reads:
+            self._read_one(read.view, _entity(read.join_key, -1), read.features)
+
+    # ------------------------------------------------------------------ writing
+
+    def write_states(self, states: Sequence[tuple[int, CardState]]) -> int:
+        """Write each card's state (one store call); returns how many were written.
+        Callers hold :meth:`writing` around the read that the states came from."""
+        now: dt.datetime | None = dt.datetime.now(dt.UTC)
+        rows: list[tuple[EntityKey, dict[str, Value], dt.datetime, dt.datetime | None]] = [
+            (_entity(self.state_key, card), _state_values(state), _stamp(state), now)
+            for card, state in states
+        ]
+        if rows:
+            try:
+                self.online.online_write_batch(self.config, self.state_view, rows, None)
+            except Exception as exc:
+                raise OnlineStoreError(_why(exc)) from exc
+        return len(rows)
+
+    def merge_states(self, snapshot: dict[int, CardState]) -> int:
+        """Add each card's batch ``snapshot`` events to its online state (a union, never
+        a step back in time); returns how many cards changed."""
+        cards = sorted(snapshot)
+        changed = 0
+        for start in range(0, len(cards), _MERGE_CHUNK):
+            chunk = cards[start : start + _MERGE_CHUNK]
+            with self.writing():
+                current = self.read_states(chunk)
+                updates = []
+                for card, online in zip(chunk, current, strict=True):
+                    batch = snapshot[card]
+                    merged = online.with_events(
+                        batch.timestamps_us, batch.amounts, batch.merchants, batch.keys
+                    )
+                    if merged is not None:
+                        updates.append((card, merged))
+                changed += self.write_states(updates)
+        return changed
+
+
+def _tune_sqlite(online: OnlineStore, config: Any) -> None:
+    """SQLite: no fsync per committed state write (WAL with synchronous=NORMAL, durable
+    across a process crash; the store is rebuilt from the batch tables after a power
+    loss). Each write is then ~0.1 ms instead of ~0.4 ms (make bench)."""
+    from feast.infra.online_stores.sqlite import SqliteOnlineStore
+
+    if isinstance(online, SqliteOnlineStore):
+        conn = online._get_conn(config)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
+
+
+def _why(exc: Exception) -> str:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    if "no such table" in text:
+        return f"{text}: the online store is not materialized; run `fraud features materialize`"
+    return f"{type(exc).__name__}: {text}"
