@@ -119,37 +119,39 @@ def test_a_later_feature_value_is_never_used(tmp_path: Path, accept_all: None) -
         [],
     )
     _build(paths, days)
-    # When features are joined at 11:00, and for the 12:00 transaction's own training row
-    joined = _join(paths, [(1, 7, _ts(D0, 11))])
-    own = store.historical_features(
-        store.open_store(paths),
-        _entities([(1, 7, _ts(D0, 12) - store.JUST_BEFORE)]),
-    )
-    # Then only what was known then is used: the 1000 spend is not visible yet
-    assert joined.loc[0, "card_amount_max_7d"] == 10.0
-    assert joined.loc[0, "card_txn_count_24h"] == 1
-    assert own["card_amount_max_7d"].iloc[0] == 10.0
+    # When the two transactions' training rows are joined at their own times
+    joined = _join(paths, [(1, 7, _ts(D0, 10)), (1, 7, _ts(D0, 12))])
+    # Then each sees only what came before it: never its own 1000, nor anything later
+    assert joined.loc[0, "card_txn_count_24h"] == 0
+    assert np.isnan(joined.loc[0, "card_amount_max_7d"])
+    assert joined.loc[1, "card_txn_count_24h"] == 1
+    assert joined.loc[1, "card_amount_sum_24h"] == 10.0
+    assert joined.loc[1, "card_amount_max_7d"] == 10.0
 
 
-def test_ttl_expires_card_features(tmp_path: Path, accept_all: None) -> None:
-    # Given a card whose last transaction is on D0 (card_behaviour TTL is 7 days)
+def test_card_features_decay_out_of_their_window(tmp_path: Path, accept_all: None) -> None:
+    # Given cards 1 and 3 spending 30 on D0, and each again 6 and 8 days later
     paths = StatePaths(root=tmp_path)
     days = _write_world(
         paths,
         [
             _txn("a", 1, 7, _ts(D0, 10), 30.0),
-            _txn("z", 2, 7, _ts(D0 + dt.timedelta(days=9), 10), 5.0),
+            _txn("b", 3, 7, _ts(D0, 10), 30.0),
+            _txn("c", 1, 7, _ts(D0 + dt.timedelta(days=6), 10), 5.0),
+            _txn("d", 3, 7, _ts(D0 + dt.timedelta(days=8), 10), 5.0),
         ],
         [],
     )
     _build(paths, days)
-    # When joined 6 days later and 8 days later
+    # When the later transactions' training rows are joined at their own times
     joined = _join(
         paths,
-        [(1, 7, _ts(D0 + dt.timedelta(days=6), 10)), (1, 7, _ts(D0 + dt.timedelta(days=8), 10))],
+        [(1, 7, _ts(D0 + dt.timedelta(days=6), 10)), (3, 7, _ts(D0 + dt.timedelta(days=8), 10))],
     )
-    # Then the value is there within the TTL and expired (null) after it
+    # Then the spend of D0 is in the 7-day window 6 days later, and gone 8 days later
     assert joined.loc[0, "card_amount_mean_7d"] == 30.0
+    assert joined.loc[0, "card_txn_count_7d"] == 1
+    assert joined.loc[1, "card_txn_count_7d"] == 0
     assert pd.isna(joined.loc[1, "card_amount_mean_7d"])
 
 
@@ -261,37 +263,26 @@ def test_materialize_twice_changes_nothing_and_online_equals_offline(
     assert _online_dump(paths) == first
     assert sum(len(rows) for rows in first.values()) > 0
 
-    # Training/serving skew: online features equal offline ones as of the same time
-    sample = pd.read_parquet(store.FeaturePaths(paths).day_file(store.CARD_TABLE, days[-1]))
-    cards = sample["card_id"].drop_duplicates().head(25).tolist()
-    merchants = np.resize(pd.read_parquet(paths.reference / "merchants.parquet")["merchant_id"], 25)
-    request = {"amount": 75.0, "channel": "online", "latitude": 41.9, "longitude": -87.6}
-    rows = [
-        {"card_id": int(c), "merchant_id": int(m), "transaction_timestamp": end, **request}
-        for c, m in zip(cards, merchants, strict=True)
-    ]
-    feast_store = store.open_store(paths)
-    online = store.online_features(feast_store, rows)
-    entities = (
-        pd.DataFrame(rows)
-        .assign(event_timestamp=end)
-        .astype(
-            {
-                "event_timestamp": "datetime64[us, UTC]",
-                "transaction_timestamp": "datetime64[us, UTC]",
-            }
-        )
+    # Online, each card's features at `end` are the definition's, from its raw history
+    online = store.open_online(paths)
+    raw = store.read_transactions(paths, days)
+    cards = raw["card_id"].drop_duplicates().head(25).to_numpy()
+    at_us = int(end.value // 1_000)
+    micros = pd.DatetimeIndex(raw["event_timestamp"]).as_unit("us").asi8
+    expected = fe.card_window_arrays(
+        raw["card_id"].to_numpy(),
+        micros,
+        raw["amount"].to_numpy(),
+        raw["merchant_id"].to_numpy(),
+        cards,
+        np.full(len(cards), at_us),
+        new_merchant_lookback_us=int(store.NEW_MERCHANT_LOOKBACK / pd.Timedelta(1, "us")),
     )
-    entities["row"] = range(len(entities))
-    offline = (
-        store.historical_features(feast_store, entities).sort_values("row").reset_index(drop=True)
-    )
-    features = [*fe.CARD_FEATURES, "merchant_fraud_rate_30d", *fe.REQUEST_FEATURES]
-    for name in features:
-        np.testing.assert_allclose(
-            online[name].astype(float), offline[name].astype(float), rtol=1e-9, err_msg=name
-        )
-    assert online["card_txn_count_7d"].notna().all()
+    for i, card in enumerate(cards):
+        got = online.read(int(card), 0, at_us).values
+        for name in fe.CARD_FEATURES:
+            assert got[name] == pytest.approx(expected[name][i], rel=1e-9, nan_ok=True), name
+    assert (expected["card_txn_count_7d"] > 0).all()
 
 
 def test_rebuilding_a_day_is_idempotent(

@@ -176,13 +176,10 @@ def _expected(
 
 
 def _realistic(w: World) -> pd.DataFrame:
-    """Every simulated transaction as a training row (features just before it)."""
+    """Every simulated transaction as a training row (features as of its own time)."""
     days = sorted(dt.date.fromisoformat(p.name[5:]) for p in w.paths.raw.glob("date=*"))
-    raw = store.read_transactions(w.paths, days)
-    frame = raw.rename(columns={"event_timestamp": "transaction_timestamp"})
-    frame["event_timestamp"] = (frame["transaction_timestamp"] - store.JUST_BEFORE).astype(
-        "datetime64[ns, UTC]"
-    )
+    frame = store.entity_rows(store.read_transactions(w.paths, days))
+    frame["event_timestamp"] = frame["event_timestamp"].astype("datetime64[ns, UTC]")
     frame["case"] = "transaction"
     return frame
 

@@ -19,9 +19,7 @@ from fastapi.testclient import TestClient
 from fraud_detection.config import ServingSettings, StatePaths, load_profile
 from fraud_detection.features.engineering import MODEL_FEATURES
 from fraud_detection.serving.app import ServingError, create_app, predictions_folder
-from fraud_detection.serving.online import OnlineStoreReader, online_store_path
-from fraud_detection.serving.schemas import Transaction, requests_from_raw
-from fraud_detection.serving.service import model_inputs
+from fraud_detection.serving.schemas import requests_from_raw
 from fraud_detection.serving.settings import load_serving_config
 from tests.worlds import served_world
 
@@ -242,103 +240,71 @@ def test_prediction_log_has_one_row_per_request(
     np.testing.assert_allclose(again, mine["score"], rtol=0, atol=1e-9)
 
 
-# ------------------------------------------------------- online store reader
+# ------------------------------------------------------- online features through Feast
 
 
-def test_online_features_equal_the_feast_sdk(
+def test_the_served_features_are_the_feature_services(world: StatePaths) -> None:
+    from fraud_detection.features import store
+
+    feast_store = store.open_store(world, apply=False)
+    service = feast_store.get_feature_service(store.FEATURE_SERVICE)
+    listed = [f.name for p in service.feature_view_projections for f in p.features]
+    online = store.open_online(world, apply=False)
+    assert online.features == listed
+    assert set(MODEL_FEATURES) <= set(online.features)
+
+
+def test_lookups_equal_the_feast_sdk(world: StatePaths, bodies: list[dict[str, Any]]) -> None:
+    from fraud_detection.features import store
+
+    # Given cards and merchants of the last day, plus unknown ones
+    online = store.open_online(world, apply=False)
+    feast_store = store.open_store(world, apply=False)
+    keys = [(b["card_id"], b["merchant_id"]) for b in bodies[:30]] + [(10**9, 10**9)]
+    at_us = int(pd.Timestamp(bodies[0]["timestamp"]).value // 1_000)
+
+    # When the service reads them, and Feast's get_online_features reads the same views
+    served = [online.read(card, merchant, at_us) for card, merchant in keys]
+    refs = [
+        "card_recent:recent_amounts",
+        "card_recent:recent_timestamps_us",
+        "card_profile:home_latitude",
+        "merchant_risk:merchant_fraud_rate_30d",
+    ]
+    sdk = feast_store.get_online_features(
+        features=refs, entity_rows=[{"card_id": c, "merchant_id": m} for c, m in keys]
+    ).to_dict()
+
+    # Then the values are Feast's own, known and unknown alike
+    for i, row in enumerate(served):
+        assert list(row.state.amounts) == list(sdk["recent_amounts"][i] or [])
+        assert list(row.state.timestamps_us) == list(sdk["recent_timestamps_us"][i] or [])
+        assert row.values["home_latitude"] == pytest.approx(
+            sdk["home_latitude"][i] if sdk["home_latitude"][i] is not None else math.nan,
+            nan_ok=True,
+        )
+    assert sum(len(row.state) > 0 for row in served) >= 25
+    assert served[-1].unknown_card
+    assert served[-1].unknown_merchant
+    assert not served[0].unknown_card
+
+
+def test_features_decay_and_batch_rows_expire_at_the_transaction_time(
     world: StatePaths, bodies: list[dict[str, Any]]
 ) -> None:
     from fraud_detection.features import store
 
-    # Given transactions at the end of the materialized window, plus unknown entities
-    end = pd.Timestamp((store.FeaturePaths(world).feast / "materialized_until").read_text())
-    txns = [Transaction.model_validate({**b, "timestamp": end.isoformat()}) for b in bodies[:40]]
-    txns.append(txns[0].model_copy(update={"card_id": 10**9}))
-    txns.append(txns[1].model_copy(update={"merchant_id": 10**9}))
-
-    # When the service's reader and the Feast SDK look them up
-    reader = OnlineStoreReader(online_store_path(world))
-    lookups = [reader.lookup(t.card_id, t.merchant_id, t.timestamp.timestamp()) for t in txns]
-    served = pd.DataFrame(model_inputs(txns, lookups)[0], columns=list(MODEL_FEATURES))
-    rows = [
-        {
-            "card_id": t.card_id,
-            "merchant_id": t.merchant_id,
-            "amount": t.amount,
-            "transaction_timestamp": pd.Timestamp(t.timestamp),
-            "channel": t.channel,
-            "latitude": t.latitude,
-            "longitude": t.longitude,
-        }
-        for t in txns
-    ]
-    sdk = store.online_features(store.open_store(world, apply=False), rows)
-
-    # Then every model feature is the same, missing where the SDK has none
-    for name in MODEL_FEATURES:
-        np.testing.assert_allclose(
-            served[name].to_numpy(dtype=float),
-            sdk[name].to_numpy(dtype=float),
-            rtol=1e-12,
-            equal_nan=True,
-            err_msg=name,
-        )
-    assert served["card_txn_count_7d"].notna().sum() >= 30
-    assert lookups[-2].unknown_card
-    assert not lookups[-2].unknown_merchant
-    assert lookups[-1].unknown_merchant
-    assert not lookups[-1].unknown_card
-
-
-def test_features_older_than_their_ttl_are_missing(
-    world: StatePaths, bodies: list[dict[str, Any]]
-) -> None:
-    reader = OnlineStoreReader(online_store_path(world))
-    txn = Transaction.model_validate(bodies[0])
-    now = reader.lookup(txn.card_id, txn.merchant_id, txn.timestamp.timestamp())
-    later = reader.lookup(txn.card_id, txn.merchant_id, txn.timestamp.timestamp() + 8 * 86_400)
-    assert not math.isnan(now.get("card_txn_count_7d"))
-    # 8 days on: card behaviour (TTL 7 d) and merchant risk (2 d) expired, profile kept
-    assert math.isnan(later.get("card_txn_count_7d"))
-    assert math.isnan(later.get("merchant_fraud_rate_30d"))
-    assert not math.isnan(later.get("home_latitude"))
+    online = store.open_online(world, apply=False)
+    card, merchant = bodies[0]["card_id"], bodies[0]["merchant_id"]
+    at_us = int(pd.Timestamp(bodies[0]["timestamp"]).value // 1_000)
+    now = online.read(card, merchant, at_us)
+    later = online.read(card, merchant, at_us + 8 * 86_400 * 10**6)
+    assert now.values["card_txn_count_7d"] > 0
+    assert not math.isnan(now.values["merchant_fraud_rate_30d"])
+    # 8 days on: the card's window is empty, merchant risk (TTL 2 d) expired, profile kept
+    assert later.values["card_txn_count_7d"] == 0
+    assert math.isnan(later.values["card_amount_mean_7d"])
+    assert math.isnan(later.values["merchant_fraud_rate_30d"])
+    assert not math.isnan(later.values["home_latitude"])
     assert later.unknown_card is False
     assert later.feature_age_s is None
-
-
-def test_views_match_the_feast_definitions(world: StatePaths) -> None:
-    from fraud_detection.features import store
-    from fraud_detection.serving.online import VIEWS
-
-    objects = store._load_definitions(store.FeaturePaths(world).tables)
-    definitions = {o.name: o for o in objects if hasattr(o, "ttl") and hasattr(o, "features")}
-    join_keys = {o.name: o.join_key for o in objects if hasattr(o, "join_key")}
-    for view in VIEWS:
-        feast_view = definitions[view.name]
-        assert set(view.features) <= {f.name for f in feast_view.features}, view.name
-        ttl = feast_view.ttl if feast_view.ttl and feast_view.ttl.total_seconds() else None
-        assert view.ttl == ttl, view.name
-        assert [join_keys[e] for e in feast_view.entities] == [view.join_key]
-
-
-def test_entity_keys_equal_feast_serialization() -> None:
-    from feast.infra.key_encoding_utils import serialize_entity_key
-    from feast.protos.feast.types.EntityKey_pb2 import EntityKey
-    from feast.protos.feast.types.Value_pb2 import Value
-
-    from fraud_detection.serving.online import decode_value, entity_key
-
-    for value in (0, 7, 2**40 + 3, 2**63 - 1):
-        proto = EntityKey(join_keys=["card_id"], entity_values=[Value(int64_val=value)])
-        assert entity_key("card_id", value) == serialize_entity_key(
-            proto, entity_key_serialization_version=3
-        )
-    for proto, expected in [
-        (Value(int64_val=-5), -5.0),
-        (Value(int64_val=2**40), float(2**40)),
-        (Value(double_val=0.125), 0.125),
-        (Value(string_val="débit"), "débit"),
-        (Value(bool_val=True), 1.0),
-        (Value(), None),
-    ]:
-        assert decode_value(proto.SerializeToString()) == expected

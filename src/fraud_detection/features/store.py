@@ -414,12 +414,13 @@ def open_store(
 
 
 def open_online(
-    paths: StatePaths, *, feast_settings: FeastSettings | None = None
+    paths: StatePaths, *, apply: bool = True, feast_settings: FeastSettings | None = None
 ) -> OnlineFeatures:
-    """The feature service's online features of this state folder (for serving)."""
+    """The feature service's online features of this state folder. The prediction API
+    opens it with ``apply=False``: it reads the registry as CT left it, never writes it."""
     from fraud_detection.features.online import OnlineFeatures
 
-    store = open_store(paths, feast_settings=feast_settings)
+    store = open_store(paths, apply=apply, feast_settings=feast_settings)
     return OnlineFeatures(
         store, FEATURE_SERVICE, lock_file=FeaturePaths(paths).feast / "online_state.lock"
     )

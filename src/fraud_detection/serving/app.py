@@ -169,7 +169,7 @@ class _Service:
         try:
             from fraud_detection.features.store import open_online
 
-            online = open_online(self.paths, feast_settings=self.profile.feast)
+            online = open_online(self.paths, apply=False, feast_settings=self.profile.feast)
             self.predictor = Predictor(online, self.prediction_log)
         except FraudError as exc:
             self.store_error = str(exc)
