@@ -6,6 +6,10 @@ elsewhere), and leaves behind what a deployed service finds: raw partitions and 
 feature tables, a materialized Feast online store, version 1 of the registered model with
 the ``champion`` alias, and ``<state>/serving/champion.json``.
 
+``arrive(paths, days, feed)`` lets held-back days arrive the way CT takes them in (gate,
+feature tables, materialization), and ``rematerialize(paths)`` is CT rebuilding every
+feature table and loading the online store again from scratch.
+
 ``train_version(paths)`` registers one more version and returns it *without* promoting it:
 tests move the alias themselves when they want to. (Gradient boosting without early
 stopping is deterministic on data this small, so the versions score alike; tell them apart
@@ -113,6 +117,40 @@ def _train_version(paths: StatePaths, *, promote: bool, seed: int) -> str:
         ct.materialize(ctx)
         ct.notify_serving(ctx, registered.version, True)
     return registered.version
+
+
+def hold_back(paths: StatePaths, days: list[dt.date], feed: Path) -> None:
+    """Move the raw partitions of ``days`` out of the state, into ``feed``: not arrived yet."""
+    feed.mkdir(parents=True, exist_ok=True)
+    for day in days:
+        folder = paths.raw / f"date={day.isoformat()}"
+        folder.rename(feed / folder.name)
+
+
+def arrive(paths: StatePaths, days: list[dt.date], feed: Path) -> None:
+    """Held-back days arrive: their partitions pass CT's data gate, get their feature
+    tables, and the online store is materialized (CT's own steps, no Prefect)."""
+    from fraud_detection.features import store
+    from fraud_detection.training import ct
+
+    for day in days:
+        (feed / f"date={day.isoformat()}").rename(paths.raw / f"date={day.isoformat()}")
+    with _environment(paths):
+        gate = ct.summarize_data_gate({d: ct.validate_partition(paths, d) for d in days})
+        assert not gate.rejected, gate
+        ct.update_features(paths, gate.accepted)
+        store.materialize(paths)
+
+
+def rematerialize(paths: StatePaths) -> None:
+    """CT rebuilding every feature table and loading the online store from scratch."""
+    from fraud_detection.features import store
+
+    with _environment(paths):
+        for day in store.built_days(paths):
+            store.build_day(paths, day)
+        (store.FeaturePaths(paths).feast / "materialized_until").unlink()
+        store.materialize(paths)
 
 
 def served_world(root: Path, **overrides: Any) -> StatePaths:

@@ -1,0 +1,54 @@
+"""Fixtures every test folder shares: real services (Redis) for tests marked ``services``.
+
+A test that needs a service asks for its fixture. When the service does not answer, the
+test is skipped with one line saying how to start it, unless ``FRAUD_REQUIRE_SERVICES=1``
+(set by ``.ci/run``): then it fails, so CI always runs the services tests.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import pytest
+
+REDIS_HOST, REDIS_PORT = "127.0.0.1", 6379
+# Tests use their own Redis database, flushed before and after each test.
+REDIS_TEST_DB = 13
+START_REDIS = (
+    "start Redis on 127.0.0.1:6379, e.g. `redis-server --daemonize yes --port 6379 "
+    '--save ""` (docs/feature_store.md)'
+)
+
+
+def _unavailable(what: str, how: str) -> None:
+    message = f"{what}: {how}"
+    if os.environ.get("FRAUD_REQUIRE_SERVICES") == "1":
+        pytest.fail(f"{message} (FRAUD_REQUIRE_SERVICES=1: services tests must run)")
+    pytest.skip(message)
+
+
+@pytest.fixture
+def redis_db() -> Iterator[str]:
+    """A Redis database of its own for the test: Feast's connection string to it."""
+    import redis
+
+    client = redis.Redis(host=REDIS_HOST, port=REDIS_PORT, db=REDIS_TEST_DB)
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        _unavailable(f"Redis is not reachable at {REDIS_HOST}:{REDIS_PORT} ({exc})", START_REDIS)
+    client.flushdb()
+    try:
+        yield f"{REDIS_HOST}:{REDIS_PORT},db={REDIS_TEST_DB}"
+    finally:
+        client.flushdb()
+        client.close()
+
+
+@pytest.fixture
+def redis_profile(redis_db: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The profile's online store switched to Redis (for this process and its children)."""
+    monkeypatch.setenv("FRAUD_PROFILE__FEAST__ONLINE_STORE", "redis")
+    monkeypatch.setenv("FRAUD_PROFILE__FEAST__REDIS_CONNECTION_STRING", redis_db)
+    return redis_db
