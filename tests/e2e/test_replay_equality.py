@@ -95,14 +95,16 @@ def test_served_features_equal_the_training_rows(tmp_path: Path, online_store: s
     # the first day arriving between them and CT re-materializing during the second
     answers: dict[str, list[dict[str, Any]]] = {}
     log = tmp_path / "serve.log"
-    with started_service(paths.root, log, 180.0, lambda _: None) as base:
-        with httpx.Client(base_url=base, timeout=30.0) as client:
-            _replay(client, bodies_first, answers)
-            arrive(paths, [first], feed)
-            _replay(client, bodies_second[:half], answers)
-            rematerialize(paths)
-            _replay(client, bodies_second[half:], answers)
-            ready = client.get("/ready").json()
+    with (
+        started_service(paths.root, log, 180.0, lambda _: None) as base,
+        httpx.Client(base_url=base, timeout=30.0) as client,
+    ):
+        _replay(client, bodies_first, answers)
+        arrive(paths, [first], feed)
+        _replay(client, bodies_second[:half], answers)
+        rematerialize(paths)
+        _replay(client, bodies_second[half:], answers)
+        ready = client.get("/ready").json()
     assert ready["online_store"]["type"] == online_store
     assert ready["online_store"]["state_updates"]["failed"] == 0
 
