@@ -21,7 +21,8 @@ START_REDIS = (
 )
 
 
-def _unavailable(what: str, how: str) -> None:
+def service_unavailable(what: str, how: str) -> None:
+    """Skip (or, with FRAUD_REQUIRE_SERVICES=1, fail) a test whose service is missing."""
     message = f"{what}: {how}"
     if os.environ.get("FRAUD_REQUIRE_SERVICES") == "1":
         pytest.fail(f"{message} (FRAUD_REQUIRE_SERVICES=1: services tests must run)")
@@ -37,7 +38,9 @@ def redis_db() -> Iterator[str]:
     try:
         client.ping()
     except redis.RedisError as exc:
-        _unavailable(f"Redis is not reachable at {REDIS_HOST}:{REDIS_PORT} ({exc})", START_REDIS)
+        service_unavailable(
+            f"Redis is not reachable at {REDIS_HOST}:{REDIS_PORT} ({exc})", START_REDIS
+        )
     client.flushdb()
     try:
         yield f"{REDIS_HOST}:{REDIS_PORT},db={REDIS_TEST_DB}"

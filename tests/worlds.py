@@ -20,10 +20,12 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+import pandas as pd
 
 from fraud_detection.config import StatePaths, load_simulate_config
 from fraud_detection.data.simulator import write_simulation
@@ -66,17 +68,27 @@ def _environment(paths: StatePaths) -> Iterator[None]:
                 os.environ[key] = value
 
 
-def train_version(paths: StatePaths, *, promote: bool = False, seed: int = 1) -> str:
+def train_version(
+    paths: StatePaths,
+    *,
+    promote: bool = False,
+    seed: int = 1,
+    fit: Callable[[pd.DataFrame], Any] | None = None,
+) -> str:
     """Train and register a challenger on the accepted data; promote it if asked.
 
     The model is the configured one with fewer iterations (:data:`FAST_MODEL`) and
-    ``seed`` as its random state. Leaves MLflow set up for ``paths`` in this process.
+    ``seed`` as its random state, or what ``fit`` returns for the training part of the
+    training set (any sklearn classifier pipeline a user might register). Leaves MLflow
+    set up for ``paths`` in this process.
     """
     with _environment(paths):
-        return _train_version(paths, promote=promote, seed=seed)
+        return _train_version(paths, promote=promote, seed=seed, fit=fit)
 
 
-def _train_version(paths: StatePaths, *, promote: bool, seed: int) -> str:
+def _train_version(
+    paths: StatePaths, *, promote: bool, seed: int, fit: Callable[[pd.DataFrame], Any] | None
+) -> str:
     from fraud_detection.registry import tracking
     from fraud_detection.training import ct
 
@@ -92,7 +104,13 @@ def _train_version(paths: StatePaths, *, promote: bool, seed: int) -> str:
     gate = ct.summarize_data_gate({d: ct.validate_partition(ctx.paths, d) for d in pending})
     ct.update_features(ctx.paths, gate.accepted)
     training = ct.validate_training_set(ctx, ct.build_training_set(ctx, ct.as_of(ctx.paths)))
-    model = ct.fit(ctx, training, "normal")
+    if fit is None:
+        model = ct.fit(ctx, training, "normal")
+    else:
+        from fraud_detection.training.model import split_holdout
+
+        frame = pd.read_parquet(training.path)
+        model = fit(split_holdout(frame, ctx.train.holdout_days)[0])
     evals = ct.evaluate(ctx, model, training)
     plots = ct.figures(model, training, ctx, evals)
     registered = ct.log_and_register(

@@ -221,7 +221,7 @@ def create_app(
     holder: dict[str, _Service] = {}
 
     @contextlib.asynccontextmanager
-    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+    async def lifespan(started_app: FastAPI) -> AsyncIterator[None]:
         from fraud_detection.registry import tracking
         from fraud_detection.serving.scorer import limit_openmp_threads
 
@@ -248,6 +248,7 @@ def create_app(
             log.warning("online store not ready: %s", service.store_error)
         watcher.start()
         holder["service"] = service
+        started_app.state.service = service  # for operators and tests: what is running
         try:
             yield
         finally:

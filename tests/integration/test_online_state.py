@@ -1,0 +1,274 @@
+"""The card's online state as a user of the API sees it: every scored transaction moves
+it, retries do not, a failed write is never silent, any registered classifier serves, and
+a Redis outage is a clear 503 the service recovers from by itself."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+from fastapi.testclient import TestClient
+
+from fraud_detection.config import StatePaths
+from fraud_detection.features.engineering import CATEGORICAL_FEATURES, MODEL_FEATURES
+from fraud_detection.serving.app import create_app
+from fraud_detection.serving.schemas import requests_from_raw
+from fraud_detection.serving.settings import load_serving_config
+from tests.worlds import served_world, train_version
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> StatePaths:
+    return served_world(tmp_path_factory.mktemp("state"))
+
+
+def _config() -> Any:
+    return load_serving_config(overrides={"reload_interval_s": 0.5})
+
+
+@pytest.fixture(scope="module")
+def client(world: StatePaths) -> Iterator[TestClient]:
+    with TestClient(create_app(world.root, config=_config())) as test_client:
+        yield test_client
+
+
+def _next_day_body(world: StatePaths, **change: Any) -> dict[str, Any]:
+    """A request on the day after the data, for a card the store knows."""
+    last = sorted(world.raw.glob("date=*/transactions.parquet"))[-1]
+    body = requests_from_raw(pd.read_parquet(last).head(1))[0]
+    when = pd.Timestamp(body["timestamp"]).normalize() + pd.Timedelta(days=1, hours=9)
+    return {**body, "timestamp": when.isoformat(), **change}
+
+
+def _state_keys(world: StatePaths, card: int) -> list[int]:
+    from fraud_detection.features import store
+
+    return store.open_online(world, apply=False).read_state(card).keys.tolist()
+
+
+def _hour_count(world: StatePaths, card: int, merchant: int, when: str) -> float:
+    from fraud_detection.features import store
+
+    at_us = int(pd.Timestamp(when).value // 1_000)
+    online = store.open_online(world, apply=False)
+    return online.read(card, merchant, at_us).values["card_txn_count_1h"]
+
+
+def test_the_next_request_of_the_card_sees_the_transaction(
+    world: StatePaths, client: TestClient
+) -> None:
+    # Given a card with no transaction in the last hour of a new morning
+    first = _next_day_body(world, transaction_id="state-a")
+    later = pd.Timestamp(first["timestamp"]) + pd.Timedelta(minutes=10)
+    card, merchant = first["card_id"], first["merchant_id"]
+    assert _hour_count(world, card, merchant, later.isoformat()) == 0
+
+    # When the API scores a transaction of that card
+    assert client.post("/predict", json=first).status_code == 200
+
+    # Then ten minutes later the card's 1-hour count holds it
+    assert _hour_count(world, card, merchant, later.isoformat()) == 1
+
+
+def test_a_retry_neither_counts_twice_nor_changes_its_answer(
+    world: StatePaths, client: TestClient
+) -> None:
+    body = _next_day_body(world, transaction_id="state-retry", amount=432.1)
+    first = client.post("/predict", json=body).json()
+    again = client.post("/predict", json=body).json()
+    assert again["score"] == first["score"]
+    assert _state_keys(world, body["card_id"]).count(_key(body)) == 1
+
+
+def _key(body: dict[str, Any]) -> int:
+    from fraud_detection.features.online import transaction_key
+
+    t_us = int(pd.Timestamp(body["timestamp"]).value // 1_000)
+    return transaction_key(
+        body["transaction_id"], body["card_id"], t_us, body["merchant_id"], body["amount"]
+    )
+
+
+def test_a_failed_state_update_is_counted_logged_and_shown(
+    world: StatePaths, caplog: pytest.LogCaptureFixture
+) -> None:
+    with TestClient(create_app(world.root, config=_config())) as fresh:
+        body = _next_day_body(world, transaction_id="state-fail")
+        assert fresh.post("/predict", json=body).status_code == 200  # opens the store
+        online_store = fresh.app.state.service.predictor.online.online  # type: ignore[attr-defined]
+
+        def refuse(*_: Any, **__: Any) -> None:
+            raise OSError("disk full")
+
+        original = online_store.online_write_batch
+        online_store.online_write_batch = refuse
+        try:
+            with caplog.at_level(logging.WARNING, logger="fraud_detection.serving.service"):
+                response = fresh.post("/predict", json={**body, "transaction_id": "state-fail-2"})
+        finally:
+            online_store.online_write_batch = original
+        assert response.status_code == 200  # the score is still given
+        updates = fresh.get("/ready").json()["online_store"]["state_updates"]
+    assert updates["failed"] == 1
+    assert "disk full" in updates["last_error"]
+    assert any("card state update failed" in r.getMessage() for r in caplog.records)
+
+
+def _logistic_regression(frame: pd.DataFrame) -> Any:
+    from sklearn.compose import ColumnTransformer
+    from sklearn.impute import SimpleImputer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import Pipeline, make_pipeline
+    from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+    numeric = list(MODEL_FEATURES)
+    categorical = list(CATEGORICAL_FEATURES)
+    prepare = ColumnTransformer(
+        [
+            ("numeric", make_pipeline(SimpleImputer(strategy="median"), StandardScaler()), numeric),
+            (
+                "categorical",
+                make_pipeline(
+                    SimpleImputer(strategy="constant", fill_value="(missing)"),
+                    OneHotEncoder(handle_unknown="ignore"),
+                ),
+                categorical,
+            ),
+        ]
+    )
+    model = Pipeline([("prepare", prepare), ("classify", LogisticRegression(max_iter=500))])
+    x = frame[numeric + categorical].astype(dict.fromkeys(categorical, object))
+    return model.fit(x, frame["is_fraud"])
+
+
+def test_any_registered_classifier_serves(world: StatePaths, client: TestClient) -> None:
+    import mlflow.sklearn
+
+    # Given a LogisticRegression pipeline registered and promoted as the champion
+    version = train_version(world, promote=True, fit=_logistic_regression)
+    deadline = time.monotonic() + 30
+    while client.get("/metadata").json()["model_version"] != version:
+        assert time.monotonic() < deadline, client.get("/ready").json()
+        time.sleep(0.2)
+
+    # When transactions are scored
+    bodies = [
+        _next_day_body(world, transaction_id=f"lr-{i}", amount=20.0 + 37 * i) for i in range(5)
+    ]
+    answers = [client.post("/predict", json=b).json() for b in bodies]
+
+    # Then it serves through the pipeline's own predict_proba, with its scores
+    assert client.get("/metadata").json()["scorer"] == "pipeline"
+    assert {a["model_version"] for a in answers} == {version}
+    pipeline = mlflow.sklearn.load_model(f"models:/fraud-detector/{version}")
+    scores = [a["score"] for a in answers]
+    assert all(0 <= s <= 1 for s in scores)
+    assert len(set(scores)) > 1
+    assert np.isfinite(scores).all()
+    assert pipeline.named_steps["classify"].__class__.__name__ == "LogisticRegression"
+
+
+# ------------------------------------------------------------------ Redis outage
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+class _RedisServer:
+    """A private redis-server (the shared one must not go down under other tests)."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        import redis
+
+        self.proc = subprocess.Popen(
+            [
+                *("redis-server", "--port", str(self.port), "--bind", "127.0.0.1"),
+                *("--save", "", "--appendonly", "no"),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        client = redis.Redis(port=self.port)
+        deadline = time.monotonic() + 10
+        while True:
+            with contextlib.suppress(redis.RedisError):
+                if client.ping():
+                    return
+            assert time.monotonic() < deadline, "redis-server did not start"
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            self.proc.wait(timeout=10)
+            self.proc = None
+
+
+@pytest.mark.services
+@pytest.mark.slow
+def test_a_redis_outage_is_a_503_and_the_service_recovers_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import shutil
+
+    from fraud_detection.features import store
+    from tests.conftest import service_unavailable
+
+    if shutil.which("redis-server") is None:
+        service_unavailable("redis-server is not installed", "apt-get install redis-server")
+    server = _RedisServer(_free_port())
+    monkeypatch.setenv("FRAUD_PROFILE__FEAST__ONLINE_STORE", "redis")
+    monkeypatch.setenv("FRAUD_PROFILE__FEAST__REDIS_CONNECTION_STRING", f"127.0.0.1:{server.port}")
+    server.start()
+    try:
+        # Given a service on a world materialized into Redis, answering
+        world = served_world(tmp_path / "state")
+        with TestClient(create_app(world.root, config=_config())) as client:
+            body = _next_day_body(world, transaction_id="outage-0")
+            assert client.post("/predict", json=body).status_code == 200
+            assert client.get("/ready").status_code == 200
+
+            # When Redis goes down: a 503 that says why, and not ready
+            server.stop()
+            down = client.post("/predict", json={**body, "transaction_id": "outage-1"})
+            ready = client.get("/ready")
+            assert down.status_code == 503
+            assert "online store unavailable" in down.json()["detail"]
+            assert "Connection" in down.json()["detail"]
+            assert ready.status_code == 503
+            assert ready.json()["online_store"]["ok"] is False
+
+            # When it is back (empty: it keeps nothing on disk) and CT materializes again,
+            # the same service answers again, with the card known: no restart
+            server.start()
+            deadline = time.monotonic() + 20
+            while client.post("/predict", json=body).status_code != 200:
+                assert time.monotonic() < deadline, "no recovery"
+                time.sleep(0.2)
+            assert client.get("/ready").status_code == 200
+            (store.FeaturePaths(world).feast / "materialized_until").unlink()
+            store.materialize(world)
+            back = client.post("/predict", json={**body, "transaction_id": "outage-2"})
+            assert back.status_code == 200
+            assert back.json()["unknown_card"] is False
+    finally:
+        server.stop()
