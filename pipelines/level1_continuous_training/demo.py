@@ -68,6 +68,11 @@ class LiveService:
     def predict(self, body: dict[str, Any]) -> dict[str, Any]:
         return dict(self.client.post("/predict", json=body).json())
 
+    def state_writes(self) -> int:
+        """Card-state writes so far: each scored transaction joins its card's online state."""
+        updates = self.client.get("/ready").json()["online_store"].get("state_updates") or {}
+        return int(updates.get("written", 0))
+
     def replay(self, bodies: list[dict[str, Any]]) -> tuple[int, int]:
         """Send transactions through /predict/batch; (answered, flagged as fraud)."""
         answered = flagged = 0
@@ -168,10 +173,12 @@ def main(argv: list[str] | None = None) -> int:
             note = NOTES.get(day, "")
             trained_today = False  # a monitoring signal may start CT before the sensor does
             if service is not None:
+                writes = service.state_writes()
                 answered, flagged = service.replay(_day_requests(paths, day - 1))
                 print(
                     f"day {day}: the service scored the day's {answered:,} transactions, "
-                    f"{flagged} flagged as fraud"
+                    f"{flagged} flagged as fraud; {service.state_writes() - writes:,} card-state "
+                    "writes, so each card's next transaction saw the ones before it"
                 )
             if service is not None and day >= MONITOR_FROM and not triggered:
                 print(f"day {day}: monitoring compares the served traffic with the champion's data")

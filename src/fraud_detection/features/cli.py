@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -162,29 +162,58 @@ def online(
     channel: Annotated[str, typer.Option(help="in_store, online or contactless.")] = "online",
     latitude: Annotated[float, typer.Option(help="Where the transaction happens.")] = 40.71,
     longitude: Annotated[float, typer.Option(help="Where the transaction happens.")] = -74.01,
+    at: Annotated[
+        str | None,
+        typer.Option(
+            help="When the transaction happens (ISO time, UTC if no zone). Default: the end "
+            "of the materialized data (the simulated now), else the current time."
+        ),
+    ] = None,
     state_dir: StateDir = None,
 ) -> None:
-    """Show the online features of a card (and merchant) for a transaction happening now."""
+    """Show the online features of a card (and merchant) for a transaction, as serving
+    computes them: read through Feast's online store, card windows as of that time."""
     import pandas as pd
 
     from fraud_detection.features import store
 
     paths = _paths(state_dir)
     online_features = store.open_online(paths)
+    when = _when(at, paths)
     row = {
         "card_id": card_id,
         "merchant_id": merchant_id,
         "amount": amount,
-        "transaction_timestamp": pd.Timestamp.now(tz="UTC"),
+        "transaction_timestamp": when,
         "channel": channel,
         "latitude": latitude,
         "longitude": longitude,
     }
     frame = store.online_features(online_features, [row])
+    state = online_features.read_state(card_id)
     typer.echo(
-        f"online features for card {card_id}, merchant {merchant_id} ({store.FEATURE_SERVICE}):"
+        f"online features for card {card_id}, merchant {merchant_id} at {when:%Y-%m-%d %H:%M} "
+        f"UTC ({store.FEATURE_SERVICE}; the card's state holds {len(state)} recent transactions):"
     )
     for name in frame.columns:
         value = frame[name].iloc[0]
         shown = "missing" if pd.isna(value) else f"{value:.6g}"
         typer.echo(f"  {name:<26} {shown}")
+
+
+def _when(at: str | None, paths: Any) -> Any:
+    """``--at`` as a UTC timestamp; by default the simulated now (end of materialization)."""
+    import pandas as pd
+
+    from fraud_detection.features import store
+
+    if at is not None:
+        try:
+            stamp = pd.Timestamp(at)
+        except ValueError as exc:
+            raise typer.BadParameter(f"not a time: {at!r} (e.g. 2026-01-14T09:30)") from exc
+        return stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
+    marker = store.FeaturePaths(paths).feast / "materialized_until"
+    if marker.exists():
+        return pd.Timestamp(marker.read_text())
+    return pd.Timestamp.now(tz="UTC")

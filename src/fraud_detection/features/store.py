@@ -553,7 +553,7 @@ def online_features(online: OnlineFeatures, rows: list[dict[str, Any]]) -> pd.Da
     out = []
     for row in rows:
         stamp = pd.Timestamp(row["transaction_timestamp"])
-        at_us = int(stamp.tz_convert("UTC").as_unit("us").value)
+        at_us = int(stamp.tz_convert("UTC").value // 1_000)  # .value is in ns
         looked_up = online.read(int(row["card_id"]), int(row["merchant_id"]), at_us)
         request = fe.request_feature_arrays(
             amount=np.array([row.get("amount", np.nan)], dtype=np.float64),
