@@ -76,7 +76,7 @@ demo: $(VENV)/.synced ## The main job: every maturity level in turn (level 2 lea
 demo-level1: $(VENV)/.synced ## Level 1 only: play days one by one: CT on each new day, the service live, monitoring; runs table
 	@$(BIN)/python -m pipelines.level1_continuous_training.demo
 
-test: $(VENV)/.synced ## Run the whole test suite (unit, integration, e2e)
+test: $(VENV)/.synced ## Run the whole test suite (unit, integration, e2e; `services` tests need make services)
 	@$(BIN)/pytest
 
 test-fast: $(VENV)/.synced ## Run the tests not marked slow
@@ -111,6 +111,32 @@ bench: $(VENV)/.synced ## Benchmarks, each against a baseline in the same run; r
 
 clean: ## Delete all local state (data, models, runs): rm -rf state
 	rm -rf state
+
+# ---- docs ----
+.PHONY: figures
+
+figures: $(VENV)/.synced ## Redraw the figures in docs/figures/ from the project's own functions
+	@$(BIN)/python docs/figures/card_burst.py
+
+# ---- services ----
+# Tests marked `services` talk to a real Redis on 127.0.0.1:6379 (the production profile's
+# online store). They skip with a hint when it does not answer; with
+# FRAUD_REQUIRE_SERVICES=1 (.ci/run, ci.yml) they fail instead.
+.PHONY: services
+REDIS_PING := $(BIN)/python -c "import redis; redis.Redis(host='127.0.0.1', port=6379, socket_connect_timeout=2).ping()" 2>/dev/null
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+services: $(VENV)/.synced ## Make sure Redis answers on 127.0.0.1:6379 for the services tests (starts redis-server if needed)
+	@if $(REDIS_PING); then echo "redis: answering on 127.0.0.1:6379"; exit 0; fi; \
+	 if ! command -v redis-server >/dev/null; then \
+	   command -v apt-get >/dev/null || { echo "error: no Redis on 127.0.0.1:6379 and no redis-server to start: install Redis and start it there" >&2; exit 2; }; \
+	   echo "redis-server is not installed: installing it (apt-get install redis-server)"; \
+	   $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq --no-install-recommends redis-server >/dev/null || exit 2; \
+	   if $(REDIS_PING); then echo "redis: answering on 127.0.0.1:6379"; exit 0; fi; \
+	 fi; \
+	 redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no >/dev/null; \
+	 for i in 1 2 3 4 5 6 7 8 9 10; do $(REDIS_PING) && { echo "redis: started redis-server on 127.0.0.1:6379"; exit 0; }; sleep 0.5; done; \
+	 echo "error: redis-server did not answer on 127.0.0.1:6379" >&2; exit 2
 
 # ---- serving ----
 # The prediction API (docs/serving.md): FastAPI on the Feast online store, the champion
