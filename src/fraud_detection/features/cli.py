@@ -145,13 +145,15 @@ def materialize(
     paths = _paths(state_dir)
     day = _date(end, "--end")
     started = time.perf_counter()
-    start, until = store.materialize(paths, pd.Timestamp(day).tz_localize("UTC") if day else None)
+    start, until = store.materialize(
+        paths, pd.Timestamp(day).tz_localize("UTC") if day else None, progress=typer.echo
+    )
     what = "all feature rows" if start <= store.PROFILE_AS_OF else f"rows after {start:%Y-%m-%d}"
     typer.echo(
         f"materialized {what} up to {until:%Y-%m-%d %H:%M} UTC into the online store "
         f"in {time.perf_counter() - started:.1f} s"
     )
-    typer.echo(f"  online store: {store.FeaturePaths(paths).feast / 'online_store.db'}")
+    typer.echo(f"  online store: {store.online_store_location(paths)}")
 
 
 @app.command()

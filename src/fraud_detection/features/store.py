@@ -28,7 +28,7 @@ import io
 import logging
 import os
 import warnings
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -371,6 +371,14 @@ def _online_store_config(fp: FeaturePaths, settings: FeastSettings) -> dict[str,
     return {"type": "sqlite", "path": str(fp.feast / "online_store.db")}
 
 
+def online_store_location(paths: StatePaths, settings: FeastSettings | None = None) -> str:
+    """Where the profile's online store is, for people: a file or a Redis address."""
+    settings = settings or load_profile().feast
+    if settings.online_store == "redis":
+        return f"Redis at {settings.redis_connection_string.split(',')[0]}"
+    return str(FeaturePaths(paths).feast / "online_store.db")
+
+
 def _use_wal(path: Path) -> None:
     """Put the SQLite online store in WAL mode (kept in the file): the prediction API's
     reads and writes then never wait for a materialization writing, nor it for them."""
@@ -504,7 +512,10 @@ def _materialized_until(paths: StatePaths) -> pd.Timestamp | None:
 
 
 def materialize(
-    paths: StatePaths, end: pd.Timestamp | None = None
+    paths: StatePaths,
+    end: pd.Timestamp | None = None,
+    *,
+    progress: Callable[[str], None] | None = None,
 ) -> tuple[pd.Timestamp, pd.Timestamp]:
     """Load the latest feature values up to ``end`` into the online store.
 
@@ -513,8 +524,10 @@ def materialize(
     previous end (``materialize_incremental``). The card states of the last built day up
     to ``end`` are then merged into the online ones (:meth:`OnlineFeatures.merge_states`),
     never replacing what the prediction API recorded since. Running it twice with the same
-    end changes nothing. Returns the (start, end) window loaded.
+    end changes nothing. Returns the (start, end) window loaded; ``progress`` gets a line
+    per step.
     """
+    say = progress or (lambda _: None)
     days = built_days(paths)
     if not days:
         raise FeatureStoreError("no features built yet: run `fraud features build` first")
@@ -525,6 +538,7 @@ def materialize(
         v.name for v in store.list_feature_views() if v.online and v.name != online.state_view.name
     ]
     previous = _materialized_until(paths)
+    say(f"loading {', '.join(batch_views)} into the {online.config.online_store.type} online store")
     with _quiet(), feast_lock(paths):
         if previous is None:
             start = PROFILE_AS_OF - pd.Timedelta(days=1)
@@ -538,7 +552,13 @@ def materialize(
             store.materialize_incremental(end_date=end.to_pydatetime(), feature_views=batch_views)
     state_days = [d for d in days if _midnight(d + dt.timedelta(days=1)) <= end]
     if state_days:
-        online.merge_states(read_state_snapshot(paths, state_days[-1]))
+        snapshot = read_state_snapshot(paths, state_days[-1])
+        changed = online.merge_states(snapshot)
+        say(
+            f"card states as of {state_days[-1] + dt.timedelta(days=1)}: {len(snapshot):,} cards, "
+            f"{changed:,} of them gained transactions the online store lacked (merged, never "
+            "replaced)"
+        )
     (FeaturePaths(paths).feast / "materialized_until").write_text(end.isoformat())
     return start, end
 
