@@ -33,6 +33,7 @@ import datetime as dt
 import fcntl
 import hashlib
 import math
+import os
 import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -267,9 +268,10 @@ class OnlineFeatures:
         self.config = store.config
         self.service_name = service_name
         self.online: OnlineStore = get_online_store_from_config(store.config.online_store)
-        self._lock_file = lock_file
+        self._lock_fd: int | None = None
         if lock_file is not None:
             lock_file.parent.mkdir(parents=True, exist_ok=True)
+            self._lock_fd = os.open(lock_file, os.O_RDWR | os.O_CREAT, 0o644)
         self._thread_lock = threading.RLock()
         _tune_sqlite(self.online, store.config)
         service = store.get_feature_service(service_name, allow_cache=True)
@@ -330,15 +332,20 @@ class OnlineFeatures:
         """Hold the state writers' lock (this process's threads and, with a lock file,
         every process of the state folder)."""
         with self._thread_lock:
-            if self._lock_file is None:
+            if self._lock_fd is None:
                 yield
                 return
-            with self._lock_file.open("a") as handle:
-                fcntl.flock(handle, fcntl.LOCK_EX)
-                try:
-                    yield
-                finally:
-                    fcntl.flock(handle, fcntl.LOCK_UN)
+            fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+
+    def close(self) -> None:
+        """Release the lock file (the store's own connections close with the process)."""
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
 
     # ------------------------------------------------------------------ reading
 

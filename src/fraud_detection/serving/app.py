@@ -262,6 +262,8 @@ def create_app(
                     predictions_folder(paths),
                     counters.dropped,
                 )
+            if service.predictor is not None:
+                service.predictor.online.close()
             holder.clear()
 
     app = FastAPI(
