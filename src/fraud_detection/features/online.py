@@ -139,9 +139,11 @@ class CardState:
         """This state with the given events added (those whose key it lacks), trimmed to
         :data:`STATE_WINDOW` before its newest event; ``None`` when nothing is new."""
         new_keys = np.asarray(keys, dtype=np.int64)
-        fresh = ~np.isin(new_keys, self.keys)
-        if len(new_keys) > 1:  # one event per key within the batch too
-            _, first = np.unique(new_keys, return_index=True)
+        if len(new_keys) == 1:  # the API's case: one transaction, a scan beats a set
+            fresh = np.array([not (self.keys == new_keys[0]).any()])
+        else:
+            fresh = ~np.isin(new_keys, self.keys)
+            _, first = np.unique(new_keys, return_index=True)  # once per key in the batch
             once = np.zeros(len(new_keys), dtype=bool)
             once[first] = True
             fresh &= once
