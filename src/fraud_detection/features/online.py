@@ -260,16 +260,25 @@ class OnlineFeatures:
     Built once from an open :class:`feast.FeatureStore`; :meth:`read` and :meth:`write_states`
     are the per-request calls. ``lock_file`` serializes state writers across processes
     (the API and a re-materializing CT run); without it, only threads of this process.
+    ``write_config`` is the repo config the state writes use (default: the store's).
     """
 
     def __init__(
-        self, store: FeatureStore, service_name: str, *, lock_file: Path | None = None
+        self,
+        store: FeatureStore,
+        service_name: str,
+        *,
+        lock_file: Path | None = None,
+        write_config: Any = None,
     ) -> None:
         from feast.infra.online_stores.helpers import get_online_store_from_config
 
         self.config = store.config
         self.service_name = service_name
         self.online: OnlineStore = get_online_store_from_config(store.config.online_store)
+        # Card-state writes may use their own repo config (Redis: ``skip_dedup``, see
+        # ``features.store.open_online``); the same store, another write option.
+        self._write_config = write_config or store.config
         self._lock_fd: int | None = None
         if lock_file is not None:
             lock_file.parent.mkdir(parents=True, exist_ok=True)
@@ -443,7 +452,7 @@ class OnlineFeatures:
         ]
         if rows:
             try:
-                self.online.online_write_batch(self.config, self.state_view, rows, None)
+                self.online.online_write_batch(self._write_config, self.state_view, rows, None)
             except Exception as exc:
                 raise OnlineStoreError(_why(exc)) from exc
         return len(rows)

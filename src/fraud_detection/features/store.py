@@ -388,6 +388,18 @@ def _use_wal(path: Path) -> None:
         conn.execute("PRAGMA journal_mode=WAL")
 
 
+def _repo_config(
+    paths: StatePaths, settings: FeastSettings, **online_options: Any
+) -> dict[str, Any]:
+    """``feature_repo/feature_store.yaml`` with the registry and online store moved to this
+    state folder and the profile's online store (plus ``online_options``)."""
+    fp = FeaturePaths(paths)
+    config: dict[str, Any] = yaml.safe_load((feature_repo() / "feature_store.yaml").read_text())
+    config["registry"] = str(fp.feast / "registry.db")
+    config["online_store"] = {**_online_store_config(fp, settings), **online_options}
+    return config
+
+
 def open_store(
     paths: StatePaths, *, apply: bool = True, feast_settings: FeastSettings | None = None
 ) -> FeatureStore:
@@ -404,9 +416,7 @@ def open_store(
     settings = feast_settings or load_profile().feast
     fp = FeaturePaths(paths)
     fp.feast.mkdir(parents=True, exist_ok=True)
-    config = yaml.safe_load((feature_repo() / "feature_store.yaml").read_text())
-    config["registry"] = str(fp.feast / "registry.db")
-    config["online_store"] = _online_store_config(fp, settings)
+    config = _repo_config(paths, settings)
     with _quiet(), feast_lock(paths):
         store = feast.FeatureStore(config=feast.RepoConfig(repo_path=str(feature_repo()), **config))
         marker = fp.feast / "applied.sha"
@@ -426,11 +436,25 @@ def open_online(
 ) -> OnlineFeatures:
     """The feature service's online features of this state folder. The prediction API
     opens it with ``apply=False``: it reads the registry as CT left it, never writes it."""
+    import feast
+
     from fraud_detection.features.online import OnlineFeatures
 
-    store = open_store(paths, apply=apply, feast_settings=feast_settings)
+    settings = feast_settings or load_profile().feast
+    store = open_store(paths, apply=apply, feast_settings=settings)
+    write_config = None
+    if settings.online_store == "redis":
+        # Card-state writes without Feast's read-before-write of the stored timestamp: one
+        # Redis round trip instead of two per request. Writers of a state serialize on the
+        # lock file and a batch merges instead of overwriting, so the check is redundant
+        # there; the batch views' materialization keeps it.
+        config = _repo_config(paths, settings, skip_dedup=True)
+        write_config = feast.RepoConfig(repo_path=str(feature_repo()), **config)
     return OnlineFeatures(
-        store, FEATURE_SERVICE, lock_file=FeaturePaths(paths).feast / "online_state.lock"
+        store,
+        FEATURE_SERVICE,
+        lock_file=FeaturePaths(paths).feast / "online_state.lock",
+        write_config=write_config,
     )
 
 
