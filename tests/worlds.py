@@ -167,7 +167,7 @@ def rematerialize(paths: StatePaths) -> None:
     with _environment(paths):
         for day in store.built_days(paths):
             store.build_day(paths, day)
-        (store.FeaturePaths(paths).feast / "materialized_until").unlink()
+        store.materialized_marker(paths).unlink()
         store.materialize(paths)
 
 

@@ -225,7 +225,7 @@ def test_1_first_run_promotes_version_1_with_lineage_and_evidence(world: World) 
     # ... and the online store holds the features as of the newest day
     assert store.built_days(world.paths) == [_day(i) for i in range(FIRST_DAYS)]
     as_of = pd.Timestamp(record["as_of"])
-    marker = store.FeaturePaths(world.paths).feast / "materialized_until"
+    marker = store.materialized_marker(world.paths)
     assert pd.Timestamp(marker.read_text()) == as_of
     last_day = store.FeaturePaths(world.paths).day_file(store.CARD_TABLE, _day(FIRST_DAYS - 1))
     cards = pd.read_parquet(last_day)["card_id"].drop_duplicates().head(10).tolist()

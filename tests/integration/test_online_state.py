@@ -18,7 +18,7 @@ import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
 
-from fraud_detection.config import StatePaths
+from fraud_detection.config import FeastSettings, StatePaths
 from fraud_detection.features.engineering import CATEGORICAL_FEATURES, MODEL_FEATURES
 from fraud_detection.serving.app import create_app
 from fraud_detection.serving.schemas import requests_from_raw
@@ -43,10 +43,11 @@ def client(world: StatePaths) -> Iterator[TestClient]:
         yield test_client
 
 
-def _next_day_body(world: StatePaths, **change: Any) -> dict[str, Any]:
-    """A request on the day after the data, for a card the store knows."""
+def _next_day_body(world: StatePaths, row: int = 0, **change: Any) -> dict[str, Any]:
+    """A request on the day after the data, for a card the store knows (the last day's
+    ``row``-th transaction, moved to 09:00 the next day)."""
     last = sorted(world.raw.glob("date=*/transactions.parquet"))[-1]
-    body = requests_from_raw(pd.read_parquet(last).head(1))[0]
+    body = requests_from_raw(pd.read_parquet(last).iloc[row : row + 1])[0]
     when = pd.Timestamp(body["timestamp"]).normalize() + pd.Timedelta(days=1, hours=9)
     return {**body, "timestamp": when.isoformat(), **change}
 
@@ -265,10 +266,32 @@ def test_a_redis_outage_is_a_503_and_the_service_recovers_alone(
                 assert time.monotonic() < deadline, "no recovery"
                 time.sleep(0.2)
             assert client.get("/ready").status_code == 200
-            (store.FeaturePaths(world).feast / "materialized_until").unlink()
+            store.materialized_marker(world).unlink()
             store.materialize(world)
             back = client.post("/predict", json={**body, "transaction_id": "outage-2"})
             assert back.status_code == 200
             assert back.json()["unknown_card"] is False
     finally:
         server.stop()
+
+
+@pytest.mark.services
+def test_switching_a_state_folder_to_redis_backfills_it_in_full(
+    world: StatePaths, redis_profile: str
+) -> None:
+    from fraud_detection.features import store
+
+    # Given a folder already materialized into SQLite, now pointed at an empty Redis
+    body = _next_day_body(world, row=100)  # a card no other test here scores
+    at_us = int(pd.Timestamp(body["timestamp"]).value // 1_000)
+    sqlite = store.open_online(world, apply=False, feast_settings=FeastSettings())
+    expected = sqlite.read(body["card_id"], body["merchant_id"], at_us)
+
+    # When it is materialized with the Redis profile
+    store.materialize(world)
+
+    # Then Redis holds everything SQLite does for the card: profile, risk, state
+    got = store.open_online(world, apply=False).read(body["card_id"], body["merchant_id"], at_us)
+    assert got.values == pytest.approx(expected.values, nan_ok=True)
+    assert not np.isnan(got.values["home_latitude"])
+    assert len(got.state) == len(expected.state) > 0

@@ -215,7 +215,7 @@ def _when(at: str | None, paths: Any) -> Any:
         except ValueError as exc:
             raise typer.BadParameter(f"not a time: {at!r} (e.g. 2026-01-14T09:30)") from exc
         return stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
-    marker = store.FeaturePaths(paths).feast / "materialized_until"
+    marker = store.materialized_marker(paths)
     if marker.exists():
         return pd.Timestamp(marker.read_text())
     return pd.Timestamp.now(tz="UTC")

@@ -530,8 +530,20 @@ def training_set(paths: StatePaths, as_of: pd.Timestamp, days: int | None = None
     return frame[columns].sort_values("event_timestamp", kind="stable").reset_index(drop=True)
 
 
+def materialized_marker(paths: StatePaths, settings: FeastSettings | None = None) -> Path:
+    """The file holding how far the profile's online store is materialized: one per
+    store (``materialized_until`` for SQLite, ``materialized_until.redis-<digest>`` for a
+    Redis), so pointing a state folder at another store backfills that store in full."""
+    settings = settings or load_profile().feast
+    name = "materialized_until"
+    if settings.online_store == "redis":
+        where = settings.redis_connection_string.encode()
+        name += f".redis-{hashlib.sha256(where).hexdigest()[:12]}"
+    return FeaturePaths(paths).feast / name
+
+
 def _materialized_until(paths: StatePaths) -> pd.Timestamp | None:
-    marker = FeaturePaths(paths).feast / "materialized_until"
+    marker = materialized_marker(paths)
     return pd.Timestamp(marker.read_text()) if marker.exists() else None
 
 
@@ -583,7 +595,7 @@ def materialize(
             f"{changed:,} of them gained transactions the online store lacked (merged, never "
             "replaced)"
         )
-    (FeaturePaths(paths).feast / "materialized_until").write_text(end.isoformat())
+    materialized_marker(paths).write_text(end.isoformat())
     return start, end
 
 
