@@ -227,6 +227,9 @@ def card_state_snapshot(transactions: pd.DataFrame, end: pd.Timestamp) -> pd.Dat
     """Each card's state at ``end``: its transactions in the state window before ``end``,
     as the arrays of the ``card_recent`` view (one row per card, stamped with its newest
     transaction). The batch side of the state the prediction API keeps up to date."""
+    import numpy as np
+    import pyarrow as pa
+
     from fraud_detection.features.online import STATE_FIELDS, STATE_WINDOW, transaction_key
 
     recent = transactions[
@@ -245,18 +248,21 @@ def card_state_snapshot(transactions: pd.DataFrame, end: pd.Timestamp) -> pd.Dat
             strict=True,
         )
     ]
-    frame = pd.DataFrame(
-        {
-            "card_id": recent["card_id"].to_numpy(dtype="int64"),
-            STATE_FIELDS[0]: micros,
-            STATE_FIELDS[1]: recent["amount"].to_numpy(dtype="float64"),
-            STATE_FIELDS[2]: recent["merchant_id"].to_numpy(dtype="int64"),
-            STATE_FIELDS[3]: pd.array(keys, dtype="int64"),
-        }
-    )
-    grouped = frame.groupby("card_id", sort=True)
-    out = grouped.agg(list).reset_index()
-    newest = grouped[STATE_FIELDS[0]].max().to_numpy()
+    # One row per card, its events as list columns: offsets into the card-sorted arrays
+    # (pyarrow builds the lists in one pass; a groupby into Python lists is ~10x slower).
+    cards = recent["card_id"].to_numpy(dtype="int64")
+    starts = np.flatnonzero(np.r_[True, cards[1:] != cards[:-1]]) if len(cards) else cards
+    offsets = pa.array(np.r_[starts, len(cards)].astype(np.int32))
+    columns = {
+        STATE_FIELDS[0]: micros,
+        STATE_FIELDS[1]: recent["amount"].to_numpy(dtype="float64"),
+        STATE_FIELDS[2]: recent["merchant_id"].to_numpy(dtype="int64"),
+        STATE_FIELDS[3]: np.asarray(keys, dtype="int64"),
+    }
+    out = pd.DataFrame({"card_id": cards[starts]})
+    for name, values in columns.items():
+        out[name] = pa.ListArray.from_arrays(offsets, pa.array(values)).to_pandas()
+    newest = micros[np.r_[starts[1:] - 1, len(cards) - 1]] if len(cards) else micros
     out["event_timestamp"] = pd.to_datetime(newest, unit="us", utc=True)
     out["created_timestamp"] = out["event_timestamp"]
     return _us(out, "event_timestamp", "created_timestamp")
