@@ -438,16 +438,22 @@ def open_store(
 
 
 def open_online(
-    paths: StatePaths, *, apply: bool = True, feast_settings: FeastSettings | None = None
+    paths: StatePaths,
+    *,
+    apply: bool = True,
+    feast_settings: FeastSettings | None = None,
+    store: FeatureStore | None = None,
 ) -> OnlineFeatures:
     """The feature service's online features of this state folder. The prediction API
-    opens it with ``apply=False``: it reads the registry as CT left it, never writes it."""
+    opens it with ``apply=False``: it reads the registry as CT left it, never writes it.
+    ``store``: a Feast store already open on this folder (not opened again)."""
     import feast
 
     from fraud_detection.features.online import OnlineFeatures
 
     settings = feast_settings or load_profile().feast
-    store = open_store(paths, apply=apply, feast_settings=settings)
+    if store is None:
+        store = open_store(paths, apply=apply, feast_settings=settings)
     write_config = None
     if settings.online_store == "redis":
         # Card-state writes without Feast's read-before-write of the stored timestamp: one
@@ -574,8 +580,8 @@ def materialize(
     if not days:
         raise FeatureStoreError("no features built yet: run `fraud features build` first")
     end = end or _midnight(days[-1] + dt.timedelta(days=1))
-    online = open_online(paths)
-    store = open_store(paths, apply=False)
+    store = open_store(paths)
+    online = open_online(paths, store=store)
     batch_views = [
         v.name for v in store.list_feature_views() if v.online and v.name != online.state_view.name
     ]
