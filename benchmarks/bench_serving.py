@@ -10,7 +10,9 @@ world materialized into Redis database 12 (``features.store.materialize`` in a c
 ``FRAUD_PROFILE__FEAST__ONLINE_STORE=redis``; flushed before and after). Measured:
 
 (a) **floor**: the serving scorer's own predict of one transaction in-process (the code
-    ``/predict`` runs once the features are looked up), and for context scikit-learn's
+    ``/predict`` runs once the features are looked up; the numpy trees of
+    ``serving.scorer.Trees``), the same scorer walking sklearn's trees (the gain that
+    justifies the hand-written walker), and for context scikit-learn's
     ``pipeline.predict_proba`` on a one-row DataFrame and the MLflow pyfunc's ``predict``;
     median and p99 of many calls after a warm-up, once before and once after the load
     tests.
@@ -53,6 +55,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import datetime as dt
 import json
 import os
@@ -560,6 +563,21 @@ def measure_floor(state: Path) -> dict[str, Any]:
         n, c = one[state_["i"]]
         return scorer.score_one(n, c)
 
+    # The same scorer walking sklearn's trees: the gain of the numpy trees.
+    sklearn_trees = dataclasses.replace(scorer, trees=None)
+    agree_sklearn = float(
+        np.abs(
+            np.array([scorer.score_one(n, c) for n, c in one])
+            - np.array([sklearn_trees.score_one(n, c) for n, c in one])
+        ).max()
+    )
+    state_sk = {"i": 0}
+
+    def score_one_sklearn() -> float:
+        state_sk["i"] = (state_sk["i"] + 1) % len(one)
+        n, c = one[state_sk["i"]]
+        return sklearn_trees.score_one(n, c)
+
     frames = [rows.iloc[[i]] for i in range(len(rows))]
 
     def cycle(fn: Callable[[Any], Any]) -> Callable[[], Any]:
@@ -576,7 +594,10 @@ def measure_floor(state: Path) -> dict[str, Any]:
         "them (features.store.online_features)",
         "columns": columns,
         "scorer_vs_pipeline_max_abs_diff": agree,
+        "scorer_engine": scorer.engine,
+        "numpy_vs_sklearn_trees_max_abs_diff": agree_sklearn,
         "serving_scorer": _timed(score_one),
+        "serving_scorer_sklearn_trees": _timed(score_one_sklearn),
         "sklearn_predict_proba": _timed(cycle(pipeline.predict_proba), calls=SLOW_CALLS),
         "pyfunc_predict": _timed(cycle(pyfunc.predict), calls=SLOW_CALLS),
     }
@@ -1242,6 +1263,29 @@ def goals(result: dict[str, Any]) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
 
     floors = [run["serving_scorer"]["p50_ms"] for run in result["floor"]["runs"]]
+    walks = [
+        (run["serving_scorer_sklearn_trees"]["p50_ms"], run["serving_scorer"]["p50_ms"])
+        for run in result["floor"]["runs"]
+        if "serving_scorer_sklearn_trees" in run
+    ]
+    if walks:
+        out.append(
+            _goal(
+                "numpy trees >= 2x faster than sklearn's trees, one row, scores identical",
+                [
+                    sk / np_ >= 2 and run["numpy_vs_sklearn_trees_max_abs_diff"] == 0
+                    for (sk, np_), run in zip(walks, result["floor"]["runs"], strict=False)
+                ],
+                round(statistics.median(sk / np_ for sk, np_ in walks), 2),
+                "p50 ms sklearn's / numpy trees by run: "
+                + ", ".join(f"{sk:.3f}/{np_:.3f}" for sk, np_ in walks)
+                + "; largest score difference "
+                + ", ".join(
+                    f"{run['numpy_vs_sklearn_trees_max_abs_diff']:.1g}"
+                    for run in result["floor"]["runs"]
+                ),
+            )
+        )
     ones = [r["latency_ms"]["p50"] for r in ours_sqlite.get(1, [])]
     gaps = [one - floor for one in ones for floor in floors]
     out.append(
@@ -1422,6 +1466,7 @@ def _print_report(result: dict[str, Any]) -> None:
     for run_no, floor in enumerate(result["floor"]["runs"], 1):
         for key, label in (
             ("serving_scorer", "serving scorer (the floor)"),
+            ("serving_scorer_sklearn_trees", "same scorer on sklearn's trees"),
             ("sklearn_predict_proba", "sklearn predict_proba, 1-row DataFrame"),
             ("pyfunc_predict", "MLflow pyfunc predict, 1-row DataFrame"),
         ):

@@ -68,9 +68,46 @@ def test_scorer_equals_pipeline_on_holdout_rows(fitted: tuple[object, pd.DataFra
     # Then every score equals the pipeline's to 1e-9
     np.testing.assert_allclose(by_frame, expected, rtol=0, atol=1e-9)
     np.testing.assert_allclose(one_by_one, expected[:300], rtol=0, atol=1e-9)
+    # And one row at a time the numpy trees walk them, bit for bit as sklearn's trees do
+    assert scorer.engine == "numpy"
+    np.testing.assert_array_equal(one_by_one, by_frame[:300])
     # And the awkward rows really took the missing/unknown branches somewhere
     assert rows["merchant_category"].isna().any()
     assert (rows["merchant_category"] == "never_seen_category").any()
+    assert scorer.trees is not None
+    assert scorer.trees.categorical.any()
+
+
+def test_numpy_trees_that_disagree_with_sklearn_are_not_used(
+    fitted: tuple[object, pd.DataFrame], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given the numpy trees of the fitted model, one split threshold moved a hair
+    model, holdout = fitted
+    trees = build_scorer(model).trees  # type: ignore[arg-type]
+    assert trees is not None
+    threshold = trees.threshold.copy()
+    leaf = trees.children[0] == np.arange(len(threshold))
+    split = int(np.flatnonzero(~trees.categorical & ~leaf)[0])
+    threshold[split] = np.nextafter(threshold[split], -np.inf)
+    moved = type(trees)(**{**trees.__dict__, "threshold": threshold})
+    # Then the build-time check, which probes every threshold from both sides, sees it
+    slots = build_scorer(model).categorical_slots  # type: ignore[arg-type]
+    with pytest.raises(ScorerError, match="numpy trees differ from sklearn"):
+        moved.check(moved.classifier.n_features_in_, slots)
+
+    # And when the check fails, the scorer walks sklearn's trees and still equals the model
+    def refuse(*_: object, **__: object) -> None:
+        raise ScorerError("refused")
+
+    monkeypatch.setattr(type(trees), "check", refuse)
+    scorer = build_scorer(model)  # type: ignore[arg-type]
+    assert scorer.engine == "sklearn"
+    rows = _awkward(holdout).head(50)
+    numbers = rows[list(scorer.numeric)].to_numpy(dtype=np.float64)
+    categories = rows[list(scorer.categorical)].to_numpy(dtype=object)
+    one = [scorer.score_one(numbers[i], list(categories[i])) for i in range(len(rows))]
+    expected = model.predict_proba(rows)[:, 1]  # type: ignore[attr-defined]
+    np.testing.assert_allclose(one, expected, rtol=0, atol=1e-9)
 
 
 def test_scorer_follows_a_model_with_fewer_features(frame: pd.DataFrame) -> None:

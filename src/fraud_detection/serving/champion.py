@@ -78,6 +78,7 @@ class ServedModel:
             "tags": self.tags,
             "inputs": [*self.scorer.numeric, *self.scorer.categorical],
             "scorer": self.scorer.kind,
+            "scorer_trees": self.scorer.engine,
             "loaded_at": self.loaded_at,
         }
 
