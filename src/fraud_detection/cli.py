@@ -176,6 +176,58 @@ def info() -> None:
     _echo(f"MLflow:         {profile.mlflow_tracking_uri}")
 
 
+stack_app = typer.Typer(
+    help="The production stack as local processes (make prod-up / prod-down): PostgreSQL "
+    "databases, the MLflow and Prefect servers, a Dask cluster.",
+    no_args_is_help=True,
+)
+app.add_typer(stack_app, name="stack")
+
+
+@stack_app.command("up")
+def stack_up() -> None:
+    """Create the databases, run the migrations, start every server, wait for health."""
+    from fraud_detection import stack
+    from fraud_detection.config import load_profile
+
+    profile = load_profile()
+    if not stack.servers(profile):
+        raise FraudError(
+            f"profile {profile.name!r} runs everything embedded: no server to start "
+            "(use FRAUD_PROFILE=production)"
+        )
+    _echo(f"production stack for profile {profile.name!r} (state {profile.state_dir})")
+    started = time.perf_counter()
+    stack.up(profile, progress=lambda m: _echo(f"  {m}"))
+    _echo(f"stack up in {time.perf_counter() - started:.0f} s:")
+    for line in stack.describe(profile):
+        _echo(f"  {line}")
+    _echo("stop it with: make prod-down")
+
+
+@stack_app.command("down")
+def stack_down() -> None:
+    """Stop the servers `fraud stack up` started."""
+    from fraud_detection import stack
+    from fraud_detection.config import load_profile
+
+    stack.down(load_profile(), progress=lambda m: _echo(f"  {m}"))
+
+
+@stack_app.command("status")
+def stack_status() -> None:
+    """Each server of the stack: running, answering but started elsewhere, or stopped."""
+    from fraud_detection import stack
+    from fraud_detection.config import load_profile
+
+    profile = load_profile()
+    reports = stack.status(profile)
+    if not reports:
+        _echo(f"profile {profile.name!r} has no servers (everything embedded)")
+    for report in reports:
+        _echo(f"  {report.name:<15} {report.state}")
+
+
 def main() -> None:
     """Entry point: user errors become one line on stderr and exit code 2."""
     try:

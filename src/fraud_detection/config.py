@@ -158,6 +158,9 @@ class MlflowSettings(_Section):
     artifact_root: str | None = None
     experiment: str = "fraud-detection"
     model_name: str = "fraud-detector"  # the registered model; aliases champion, challenger
+    # Empty: promotions lock a file in the state folder (one host). A postgresql:// URL:
+    # a PostgreSQL advisory lock there, which every host sharing the registry takes.
+    promotion_lock_url: str | None = None
 
 
 class ServingSettings(_Section):
@@ -165,12 +168,53 @@ class ServingSettings(_Section):
 
 
 class FeastSettings(_Section):
-    """Which online store Feast serves from: SQLite under the state folder, or Redis."""
+    """Which online store Feast serves from (SQLite under the state folder, or Redis) and
+    where its registry lives (a file under the state folder, or a SQL database)."""
 
     online_store: Literal["sqlite", "redis"] = "sqlite"
     # Feast's Redis connection string: host:port[,db=N][,password=...][,ssl=true]. Put a
     # password in the environment (FRAUD_PROFILE__FEAST__REDIS_CONNECTION_STRING), not here.
     redis_connection_string: str = "127.0.0.1:6379"
+    # Empty: the registry is a file under the state folder. Else a SQLAlchemy URL for
+    # Feast's SQL registry, e.g. postgresql+psycopg://postgres@127.0.0.1:5432/feast.
+    registry_url: str | None = None
+
+
+class PrefectSettings(_Section):
+    """The Prefect server flows report to. Empty ``api_url``: each command starts a
+    temporary local server (the local profile); ``PREFECT_API_URL`` in the environment
+    wins over both."""
+
+    api_url: str | None = None
+    # The database of the server `make prod-up` starts (SQLAlchemy URL, asyncpg driver).
+    database_url: str | None = None
+
+
+class MlflowServerSettings(_Section):
+    """The tracking server `make prod-up` starts (clients use ``mlflow.tracking_uri``)."""
+
+    backend_store_uri: str | None = None  # e.g. postgresql+psycopg://postgres@host/mlflow
+    artifacts_destination: str | None = None  # where the server keeps proxied artifacts
+
+
+class DaskSettings(_Section):
+    """Where partition-parallel work runs (validating, featurizing and scoring many
+    partitions). Empty ``scheduler_address``: a local cluster of ``workers`` processes
+    started for the job; else the Dask scheduler at that address (tcp://host:8786)."""
+
+    scheduler_address: str | None = None
+    workers: int = Field(2, ge=1)
+    threads_per_worker: int = Field(1, ge=1)
+    # Fewer partitions than this run in the calling process (a cluster costs seconds).
+    min_partitions: int = Field(4, ge=1)
+
+
+class PostgresSettings(_Section):
+    """The PostgreSQL server holding the stack's databases (production profile):
+    ``admin_url`` is used to create the ``databases`` when they are missing."""
+
+    admin_url: str | None = None  # e.g. postgresql://postgres@127.0.0.1:5432/postgres
+    databases: tuple[str, ...] = ()
 
 
 class Profile(_FileSettings):
@@ -183,6 +227,10 @@ class Profile(_FileSettings):
     mlflow: MlflowSettings = MlflowSettings()
     serving: ServingSettings = ServingSettings()
     feast: FeastSettings = FeastSettings()
+    prefect: PrefectSettings = PrefectSettings()
+    mlflow_server: MlflowServerSettings = MlflowServerSettings()
+    dask: DaskSettings = DaskSettings()
+    postgres: PostgresSettings = PostgresSettings()
 
     @property
     def mlflow_tracking_uri(self) -> str:

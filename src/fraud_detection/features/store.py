@@ -335,9 +335,9 @@ def _quiet() -> Iterator[None]:
             yield
 
 
-def _definitions_hash(tables: Path, online_store: dict[str, Any]) -> str:
+def _definitions_hash(tables: Path, online_store: dict[str, Any], registry: Any = None) -> str:
     source = (feature_repo() / "definitions.py").read_bytes()
-    where = f"{tables}|{sorted(online_store.items())}".encode()
+    where = f"{tables}|{sorted(online_store.items())}|{registry}".encode()
     return hashlib.sha256(source + where).hexdigest()[:16]
 
 
@@ -398,10 +398,20 @@ def _repo_config(
     paths: StatePaths, settings: FeastSettings, **online_options: Any
 ) -> dict[str, Any]:
     """``feature_repo/feature_store.yaml`` with the registry and online store moved to this
-    state folder and the profile's online store (plus ``online_options``)."""
+    state folder and the profile's online store (plus ``online_options``); with
+    ``feast.registry_url``, Feast's SQL registry in that database instead of the file."""
     fp = FeaturePaths(paths)
     config: dict[str, Any] = yaml.safe_load((feature_repo() / "feature_store.yaml").read_text())
-    config["registry"] = str(fp.feast / "registry.db")
+    if settings.registry_url:
+        config["registry"] = {
+            "registry_type": "sql",
+            "path": settings.registry_url,
+            "cache_ttl_seconds": 60,
+            # A connection dropped by a database restart is replaced, not reused.
+            "sqlalchemy_config_kwargs": {"echo": False, "pool_pre_ping": True},
+        }
+    else:
+        config["registry"] = str(fp.feast / "registry.db")
     config["online_store"] = {**_online_store_config(fp, settings), **online_options}
     return config
 
@@ -426,7 +436,7 @@ def open_store(
     with _quiet(), feast_lock(paths):
         store = feast.FeatureStore(config=feast.RepoConfig(repo_path=str(feature_repo()), **config))
         marker = fp.feast / "applied.sha"
-        digest = _definitions_hash(fp.tables, config["online_store"])
+        digest = _definitions_hash(fp.tables, config["online_store"], config["registry"])
         stale = not marker.exists() or marker.read_text() != digest
         # Also re-apply when the registry lost the service (a damaged or deleted file).
         if apply and (stale or FEATURE_SERVICE not in _service_names(store)):

@@ -11,10 +11,13 @@ seconds). What it keeps in MLflow:
 - two **aliases**: ``challenger`` (the latest complete version awaiting the gate) and
   ``champion`` (the version serving uses). Stages are deprecated and never used.
 
-Promotion is a compare-and-set under a file lock: it moves ``champion`` only if the
-champion is still the one the caller's gate compared against, and only to a version
-whose registration finished. The lock (``<state>/mlflow/promotion.lock``) serializes the
-processes sharing a state folder; MLflow itself has no compare-and-set for aliases.
+Promotion is a compare-and-set under a lock: it moves ``champion`` only if the champion
+is still the one the caller's gate compared against, and only to a version whose
+registration finished. MLflow itself has no compare-and-set for aliases. The lock is a
+file lock (``<state>/mlflow/promotion.lock``) for the processes sharing a state folder,
+or, with ``mlflow.promotion_lock_url`` (the production profile), a PostgreSQL advisory
+lock that every host sharing the registry takes: held by a session, so a process that
+dies releases it.
 
 Models are stored with (standard) pickle: skops cannot serialize the pipeline's
 ``FunctionTransformer(pd.DataFrame.astype)``, and MLflow 3.17 notes that a skops allow-list
@@ -108,6 +111,8 @@ class PromotionResult:
 class _Session:
     experiment_id: str
     lock_dir: Path
+    lock_url: str | None = None  # PostgreSQL for the cross-host promotion lock
+    model_name: str = "fraud-detector"
 
 
 _session: _Session | None = None
@@ -154,6 +159,57 @@ def _exclusive_lock(path: Path, timeout: float = LOCK_TIMEOUT_S) -> Iterator[Non
             yield
         finally:
             fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
+def _advisory_key(name: str) -> int:
+    """The advisory-lock key of registered model ``name`` (a signed 64-bit integer)."""
+    import hashlib
+
+    digest = hashlib.blake2b(f"fraud-detection promotion {name}".encode(), digest_size=8)
+    return int.from_bytes(digest.digest(), "big", signed=True)
+
+
+@contextlib.contextmanager
+def _advisory_lock(url: str, name: str, timeout: float = LOCK_TIMEOUT_S) -> Iterator[None]:
+    """Hold PostgreSQL's session advisory lock for ``name`` (every host that promotes
+    takes the same key); released when the block ends or the connection drops."""
+    import psycopg
+
+    from fraud_detection.stack import postgres_dsn
+
+    key = _advisory_key(name)
+    try:
+        conn = psycopg.connect(postgres_dsn(url), autocommit=True, connect_timeout=10)
+    except psycopg.OperationalError as exc:
+        where = url.split("@")[-1]
+        raise RegistryError(
+            f"cannot take the promotion lock: PostgreSQL at {where} does not answer "
+            f"({str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__})"
+        ) from exc
+    with conn:
+        deadline = time.monotonic() + timeout
+        while True:
+            row = conn.execute("SELECT pg_try_advisory_lock(%s)", (key,)).fetchone()
+            if row is not None and row[0]:
+                break
+            if time.monotonic() > deadline:
+                raise RegistryError(
+                    f"waited {timeout:.0f} s for the promotion lock of {name!r}: another "
+                    "host holds it (a stuck promotion?)"
+                )
+            time.sleep(0.05)
+        try:
+            yield
+        finally:
+            with contextlib.suppress(psycopg.Error):
+                conn.execute("SELECT pg_advisory_unlock(%s)", (key,))
+
+
+def _promotion_lock(session: _Session) -> contextlib.AbstractContextManager[None]:
+    """The lock around registering and promoting: cross-host when the profile has one."""
+    if session.lock_url:
+        return _advisory_lock(session.lock_url, session.model_name)
+    return _exclusive_lock(session.lock_dir / "promotion.lock")
 
 
 def _as_uri(location: str) -> str:
@@ -214,7 +270,12 @@ def setup_mlflow(profile: Profile) -> str:
                     wanted,
                 )
     mlflow.set_experiment(experiment_id=experiment_id)
-    _session = _Session(experiment_id=experiment_id, lock_dir=lock_dir)
+    _session = _Session(
+        experiment_id=experiment_id,
+        lock_dir=lock_dir,
+        lock_url=profile.mlflow.promotion_lock_url,
+        model_name=profile.mlflow.model_name,
+    )
     return experiment_id
 
 
@@ -476,7 +537,7 @@ def register(run: TrainingRun, name: str, lineage: Mapping[str, str]) -> str:
     started = time.perf_counter()
     # Under the registry lock: MLflow sets an alias as delete-then-insert, so two
     # processes registering at once collide on the alias table (seen with SQLite).
-    with _exclusive_lock(session.lock_dir / "promotion.lock"):
+    with _promotion_lock(session):
         _ensure_registered_model(client, name)
         created = client.create_model_version(
             name,
@@ -575,7 +636,7 @@ def promote(
             False, now, now, f"the gate did not approve version {version}: {reasons}"
         )
     client = _client()
-    with _exclusive_lock(session.lock_dir / "promotion.lock"):
+    with _promotion_lock(session):
         current = champion(name)
         now = None if current is None else str(current.version)
         if now != expected:

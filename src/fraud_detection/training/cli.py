@@ -26,8 +26,13 @@ def prefect_environment(state: Path) -> None:
     """Keep Prefect's local database, results and logs inside the state folder.
 
     Without ``PREFECT_API_URL`` a flow runs against a temporary local server (about 15-25 s
-    to start); with it (``make deploy`` sets it), against that server.
+    to start); with it (``make deploy`` sets it), against that server. The profile's
+    ``prefect.api_url`` (the production profile's server) sets it when it is not set.
     """
+    from fraud_detection.config import load_profile
+
+    if api_url := load_profile().prefect.api_url:
+        os.environ.setdefault("PREFECT_API_URL", api_url)
     os.environ.setdefault("PREFECT_HOME", str(state / "prefect"))
     os.environ.setdefault("PREFECT_LOCAL_STORAGE_PATH", str(state / "prefect" / "storage"))
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
