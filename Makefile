@@ -108,6 +108,7 @@ bench: $(VENV)/.synced ## Benchmarks, each against a baseline in the same run; r
 	@$(BIN)/python benchmarks/bench_feature_store.py
 	@$(BIN)/python benchmarks/bench_ct.py
 	@$(BIN)/python benchmarks/bench_serving.py
+	@$(BIN)/python benchmarks/bench_production.py
 
 clean: ## Delete all local state (data, models, runs): rm -rf state
 	rm -rf state
@@ -137,6 +138,24 @@ services: $(VENV)/.synced ## Make sure Redis answers on 127.0.0.1:6379 for the s
 	 redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no >/dev/null; \
 	 for i in 1 2 3 4 5 6 7 8 9 10; do $(REDIS_PING) && { echo "redis: started redis-server on 127.0.0.1:6379"; exit 0; }; sleep 0.5; done; \
 	 echo "error: redis-server did not answer on 127.0.0.1:6379" >&2; exit 2
+
+# ---- production stack ----
+# The production profile (configs/profiles/production.yaml, docs/production.md) on real
+# services: PostgreSQL and Redis at the profile's addresses (here 127.0.0.1:5432 and :6379).
+.PHONY: prod-up prod-down prod-status test-services
+
+prod-up: $(VENV)/.synced ## Production stack as local processes: databases + migrations, MLflow and Prefect servers on PostgreSQL, Dask; prints the addresses
+	@FRAUD_PROFILE=production $(FRAUD) stack up
+
+prod-down: $(VENV)/.synced ## Stop what make prod-up started
+	@FRAUD_PROFILE=production $(FRAUD) stack down
+
+prod-status: $(VENV)/.synced ## Which servers of the production stack are running
+	@FRAUD_PROFILE=production $(FRAUD) stack status
+
+# ci.yml's `services tests` job: PostgreSQL and Redis as service containers at those addresses.
+test-services: $(VENV)/.synced ## Run the tests marked `services` (PostgreSQL, Redis); FRAUD_REQUIRE_SERVICES=1: a missing service fails
+	@$(BIN)/pytest -m services $(PYTEST_ARGS)
 
 # ---- serving ----
 # The prediction API (docs/serving.md): FastAPI on the Feast online store, the champion

@@ -16,8 +16,21 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import (
+    BaseSettings,
+    DotEnvSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
 
 from fraud_detection.errors import FraudError
 
@@ -72,7 +85,39 @@ class _FileSettings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        return init_settings, env_settings, dotenv_settings, _YamlValues(settings_cls)
+        return init_settings, env_settings, _KnownKeysDotEnv(settings_cls), _YamlValues(settings_cls)
+
+
+class _KnownKeysDotEnv(DotEnvSettingsSource):
+    """``.env`` values for this model's own keys only. A ``.env`` also holds other
+    variables (``FRAUD_PROFILE``, ``FRAUD_API_KEY``, the compose file's passwords), which
+    are not this model's and must not make it fail; a misspelt key of this model is caught
+    by :func:`_misspelt_variables`."""
+
+    def __call__(self) -> dict[str, Any]:
+        fields = self.settings_cls.model_fields
+        return {k: v for k, v in super().__call__().items() if k in fields}
+
+
+def _misspelt_variables(model: type[BaseModel]) -> list[str]:
+    """Environment (and ``.env``) variables with ``model``'s prefix whose first key is not
+    one of its fields: pydantic-settings would ignore them silently."""
+    prefix = str(model.model_config.get("env_prefix") or "").upper()
+    if not prefix:
+        return []
+    names: dict[str, str | None] = dict(os.environ)
+    env_file = Path(".env")
+    if env_file.is_file():
+        from dotenv import dotenv_values
+
+        names.update(dotenv_values(env_file))
+    fields = {name.lower() for name in model.model_fields}
+    return sorted(
+        key
+        for key in names
+        if key.upper().startswith(prefix)
+        and key[len(prefix) :].split("__")[0].lower() not in fields
+    )
 
 
 # --------------------------------------------------------------------------- jobs
@@ -197,6 +242,11 @@ class MlflowServerSettings(_Section):
     artifacts_destination: str | None = None  # where the server keeps proxied artifacts
 
 
+def _none_if_empty(value: Any) -> Any:
+    """An empty string (an environment variable set to nothing) means "not set"."""
+    return None if isinstance(value, str) and not value.strip() else value
+
+
 class DaskSettings(_Section):
     """Where partition-parallel work runs (validating, featurizing and scoring many
     partitions). Empty ``scheduler_address``: a local cluster of ``workers`` processes
@@ -207,6 +257,8 @@ class DaskSettings(_Section):
     threads_per_worker: int = Field(1, ge=1)
     # Fewer partitions than this run in the calling process (a cluster costs seconds).
     min_partitions: int = Field(4, ge=1)
+
+    _empty_address = field_validator("scheduler_address", mode="before")(_none_if_empty)
 
 
 class PostgresSettings(_Section):
@@ -301,6 +353,13 @@ def load_yaml_model(model: type[_M], path: Path, overrides: dict[str, Any] | Non
         raw = {}
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping of keys to values at the top level")
+    misspelt = _misspelt_variables(model)
+    if misspelt:
+        known = ", ".join(sorted(model.model_fields))
+        raise ConfigError(
+            f"{', '.join(misspelt)}: no such key in {_shown(path)} (misspelt?); its keys "
+            f"are {known}"
+        )
     token = _YAML_VALUES.set(raw)
     try:
         return model(**(overrides or {}))

@@ -451,6 +451,8 @@ def _stop_pid(pid: int, timeout: float) -> bool:
         os.killpg(pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
+        with contextlib.suppress(ChildProcessError):  # reap it if this process started it
+            os.waitpid(pid, os.WNOHANG)
         try:
             os.killpg(pid, 0)
         except ProcessLookupError:
@@ -520,3 +522,95 @@ def describe(profile: Profile) -> list[str]:
 def environment(profile: Profile) -> dict[str, Any]:
     """What a client of the stack needs in its environment (``PREFECT_API_URL``)."""
     return {"PREFECT_API_URL": profile.prefect.api_url} if profile.prefect.api_url else {}
+
+
+# ------------------------------------------------------------------- preflight
+
+
+def _probe_http(url: str) -> str | None:
+    import httpx
+
+    try:
+        response = httpx.get(url, timeout=3.0)
+    except httpx.HTTPError as exc:
+        return _first_line(exc) or type(exc).__name__
+    return None if response.status_code == 200 else f"HTTP {response.status_code}"
+
+
+def problems(profile: Profile) -> list[str]:
+    """What the profile points at that does not answer, one line each with the fix
+    (empty for the local profile, which needs nothing running)."""
+    out: list[str] = []
+    start = "start the stack (make prod-up) or point the profile elsewhere"
+    tracking = profile.mlflow.tracking_uri or ""
+    if tracking.startswith(("http://", "https://")):
+        why = _probe_http(tracking.rstrip("/") + "/health")
+        if why:
+            out.append(
+                f"the MLflow tracking server at {tracking} does not answer ({why}): {start} "
+                "(FRAUD_PROFILE__MLFLOW__TRACKING_URI)"
+            )
+    api = os.environ.get("PREFECT_API_URL") or profile.prefect.api_url
+    if api and profile.prefect.api_url:
+        why = _probe_http(api.rstrip("/") + "/health")
+        if why:
+            out.append(
+                f"the Prefect server at {api} does not answer ({why}): {start} "
+                "(PREFECT_API_URL / FRAUD_PROFILE__PREFECT__API_URL)"
+            )
+    for label, url in (
+        ("Feast's registry database", profile.feast.registry_url),
+        ("the promotion lock's database", profile.mlflow.promotion_lock_url),
+    ):
+        if url:
+            why = _probe_postgres(url)
+            if why:
+                out.append(f"{label} at {_redact(url)} does not answer ({why}): {start}")
+    if profile.feast.online_store == "redis":
+        why = _probe_redis(profile.feast.redis_connection_string)
+        if why:
+            out.append(
+                f"the Redis online store at {profile.feast.redis_connection_string.split(',')[0]} "
+                f"does not answer ({why}): start Redis (make services) or set "
+                "FRAUD_PROFILE__FEAST__REDIS_CONNECTION_STRING"
+            )
+    return out
+
+
+def _probe_postgres(url: str) -> str | None:
+    import psycopg
+
+    try:
+        with psycopg.connect(postgres_dsn(url), connect_timeout=3):
+            return None
+    except psycopg.Error as exc:
+        return _first_line(exc)
+
+
+def _probe_redis(connection: str) -> str | None:
+    import redis
+
+    host, _, port = connection.split(",")[0].partition(":")
+    options = dict(part.split("=", 1) for part in connection.split(",")[1:] if "=" in part)
+    try:
+        client = redis.Redis(
+            host=host or "127.0.0.1",
+            port=int(port or 6379),
+            password=options.get("password"),
+            ssl=options.get("ssl", "").lower() == "true",
+            socket_connect_timeout=3,
+        )
+        client.ping()
+        client.close()
+    except redis.RedisError as exc:
+        return _first_line(exc)
+    return None
+
+
+def preflight(profile: Profile) -> None:
+    """Raise :class:`StackError` naming the first service the profile needs that does
+    not answer, so a command fails in one line before it starts, not minutes into it."""
+    found = problems(profile)
+    if found:
+        more = f" (and {len(found) - 1} more: fraud stack status)" if len(found) > 1 else ""
+        raise StackError(found[0] + more)

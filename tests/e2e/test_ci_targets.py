@@ -84,6 +84,16 @@ def test_test_notebook_selects_the_notebook_test() -> None:
     assert "test_level0_notebook.py::test_notebook_hands_over_a_model" in result.stdout
 
 
+def test_test_services_selects_the_services_tests() -> None:
+    # Collect only: ci.yml's `services tests` job runs them against service containers.
+    result = make("test-services", "PYTEST_ARGS=--collect-only -q")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "test_online_state.py::" in result.stdout
+    assert "test_replay_equality.py::" in result.stdout
+    # Only the tests marked `services`: the rest of the suite is deselected.
+    assert re.search(r"\d+/\d+ tests collected \(\d+ deselected\)", result.stdout), result.stdout
+
+
 def test_ct_new_data_adds_one_day_per_run(tmp_path: Path) -> None:
     state = tmp_path / "state"
     first = make("ct-new-data", f"CT_STATE_DIR={state}", "CT_FIRST_DAYS=2")

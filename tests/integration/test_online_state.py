@@ -295,3 +295,115 @@ def test_switching_a_state_folder_to_redis_backfills_it_in_full(
     assert got.values == pytest.approx(expected.values, nan_ok=True)
     assert not np.isnan(got.values["home_latitude"])
     assert len(got.state) == len(expected.state) > 0
+
+
+@pytest.mark.services
+@pytest.mark.slow
+def test_redis_restarted_under_a_30_s_load_errs_only_inside_the_outage(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import os
+    import shutil
+    import sys
+    import threading
+
+    import httpx
+
+    from tests.conftest import service_unavailable
+    from tests.stack import ROOT, free_port
+
+    if shutil.which("redis-server") is None:
+        service_unavailable("redis-server is not installed", "apt-get install redis-server")
+    server = _RedisServer(_free_port())
+    monkeypatch.setenv("FRAUD_PROFILE__FEAST__ONLINE_STORE", "redis")
+    monkeypatch.setenv("FRAUD_PROFILE__FEAST__REDIS_CONNECTION_STRING", f"127.0.0.1:{server.port}")
+    server.start()
+    port = free_port()
+    api = None
+    try:
+        # Given `fraud serve` (uvicorn) on a world materialized into Redis
+        world = served_world(tmp_path / "state")
+        last = sorted(world.raw.glob("date=*/transactions.parquet"))[-1]
+        bodies = requests_from_raw(pd.read_parquet(last))
+        api = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "fraud_detection.cli",
+                "serve",
+                "--port",
+                str(port),
+                "--state-dir",
+                str(world.root),
+            ],
+            env={**os.environ, "FRAUD_SERVING__RELOAD_INTERVAL_S": "0.5"},
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 90
+        while True:
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"{base}/ready", timeout=2).status_code == 200:
+                    break
+            assert api.poll() is None, "fraud serve exited"
+            assert time.monotonic() < deadline, "fraud serve not ready"
+            time.sleep(0.3)
+
+        # When 4 clients send /predict for 30 s and Redis is down from 10 s to 18 s
+        seen: list[tuple[float, int | str]] = []
+        ends: list[float] = []
+        lock = threading.Lock()
+        started = time.monotonic()
+
+        def client(k: int) -> None:
+            with httpx.Client(base_url=base, timeout=10) as http:
+                i = k
+                while (now := time.monotonic() - started) < 30:
+                    body = {**bodies[i % len(bodies)], "transaction_id": f"load-{k}-{i}"}
+                    try:
+                        status: int | str = http.post("/predict", json=body).status_code
+                    except httpx.HTTPError as exc:
+                        status = type(exc).__name__
+                    with lock:
+                        seen.append((now, status))
+                        ends.append(time.monotonic() - started)
+                    i += 4
+
+        threads = [threading.Thread(target=client, args=(k,)) for k in range(4)]
+        for thread in threads:
+            thread.start()
+        time.sleep(max(0.0, 10 - (time.monotonic() - started)))
+        server.stop()
+        down_at = time.monotonic() - started
+        time.sleep(max(0.0, 18 - (time.monotonic() - started)))
+        server.start()
+        up_at = time.monotonic() - started
+        for thread in threads:
+            thread.join()
+
+        # Then: every answer is a 200 or a 503, never another error, and the 503s all fall
+        # inside the outage (or the in-flight second around its ends)
+        statuses = {status for _, status in seen}
+        assert statuses <= {200, 503}, statuses
+        outside = [(t, s) for t, s in seen if s != 200 and not down_at - 0.5 <= t <= up_at + 2.0]
+        assert not outside, outside[:5]
+        inside = [s for t, s in seen if down_at + 0.5 <= t <= up_at - 0.5]
+        assert inside, "no request during the outage"
+        timeline = [
+            (round(t, 2), round(e, 2), st)
+            for (t, st), e in zip(seen, ends, strict=True)
+            if down_at - 1 <= t <= up_at + 1
+        ]
+        assert set(inside) == {503}, (down_at, up_at, timeline[:40])
+        # And the service recovered alone: the last 5 s all answered 200
+        tail = [s for t, s in seen if t >= 25]
+        assert tail, "no request in the last 5 s"
+        assert set(tail) == {200}, set(tail)
+        assert sum(1 for _, s in seen if s == 200) > 100
+    finally:
+        if api is not None:
+            api.terminate()
+            api.wait(timeout=30)
+        server.stop()

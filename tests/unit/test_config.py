@@ -103,3 +103,26 @@ def test_profile_state_dir_is_absolute_and_overridable(monkeypatch: pytest.Monke
 def test_unknown_profile_lists_known_ones() -> None:
     with pytest.raises(ConfigError, match="known: local, production"):
         load_profile("staging")
+
+
+def test_a_misspelt_environment_key_is_refused_not_ignored(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # pydantic-settings would drop a variable whose first key is no field: say so instead
+    monkeypatch.setenv("FRAUD_PROFILE__MLFOW__TRACKING_URI", "http://mlflow:5000")
+    with pytest.raises(ConfigError, match="FRAUD_PROFILE__MLFOW__TRACKING_URI: no such key"):
+        load_profile()
+
+
+def test_other_variables_in_dotenv_do_not_break_the_profile(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A .env also holds the profile's selector, secrets and the compose file's passwords
+    (tmp_path / ".env").write_text(
+        "FRAUD_PROFILE=local\nFRAUD_API_KEY=secret\nPOSTGRES_PASSWORD=pw\n"
+        "FRAUD_PROFILE__STATE_DIR=/tmp/from-dotenv\n"
+    )
+    monkeypatch.setenv("FRAUD_PROJECT_DIR", str(Path.cwd()))
+    monkeypatch.chdir(tmp_path)
+    profile = load_profile()
+    assert profile.state_dir == Path("/tmp/from-dotenv")

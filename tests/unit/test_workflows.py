@@ -47,6 +47,7 @@ EXERCISED: dict[str, str] = {
     "check-deployments": E2E + "test_check_deployments_accepts_prefect_yaml",
     "deploy-prefect": E2E + "test_deploy_prefect_without_an_api_url_fails",
     "delivery-check": E2E + "test_delivery_check_passes",
+    "test-services": E2E + "test_test_services_selects_the_services_tests",
 }
 
 
@@ -283,8 +284,26 @@ def test_ci_runs_every_check_on_pull_requests_and_cancels_superseded_runs() -> N
         "check-deployments",
         "lint-workflows",
         "lint-docker",
+        "test-services",
     }
     assert expected <= targets
+
+
+def test_ci_runs_the_services_tests_against_postgres_and_redis_containers() -> None:
+    job = _workflow("ci.yml")["jobs"]["services"]
+    containers = job["services"]
+    assert containers["postgres"]["image"] == "postgres:16"
+    assert containers["redis"]["image"] == "redis:7"
+    # The production profile's addresses, where the services tests look.
+    assert containers["postgres"]["ports"] == ["5432:5432"]
+    assert containers["redis"]["ports"] == ["6379:6379"]
+    for name, container in containers.items():
+        # The job's steps start once the container reports healthy.
+        assert "--health-cmd" in container["options"], f"{name}: no health check"
+    (step,) = [s for s in job["steps"] if "run" in s]
+    assert step["run"] == "make test-services"
+    # A services test that cannot reach its service fails instead of skipping.
+    assert step["env"] == {"FRAUD_REQUIRE_SERVICES": "1"}
 
 
 def test_every_job_sets_up_uv_with_its_cache_keyed_on_the_lock() -> None:

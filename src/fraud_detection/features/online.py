@@ -285,6 +285,7 @@ class OnlineFeatures:
             self._lock_fd = os.open(lock_file, os.O_RDWR | os.O_CREAT, 0o644)
         self._thread_lock = threading.RLock()
         _tune_sqlite(self.online, store.config)
+        _tune_redis(self.online, store.config)
         service = store.get_feature_service(service_name, allow_cache=True)
         views = {v.name: v for v in store.list_feature_views(allow_cache=True)}
         odfvs = {v.name: v for v in store.list_on_demand_feature_views(allow_cache=True)}
@@ -488,6 +489,29 @@ def _tune_sqlite(online: OnlineStore, config: Any) -> None:
         conn = online._get_conn(config)
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=NORMAL")
+
+
+def _tune_redis(online: OnlineStore, config: Any) -> None:
+    """Redis: fail fast when the server is gone. redis-py retries a failed command three
+    times with backoff up to 10 s; the prediction API runs on one event loop, so while
+    Redis is down every request (``/health`` included) would wait ~8 s and then succeed
+    or not. One immediate retry (a pooled connection a restart closed), then an error:
+    ``/predict`` answers 503 at once and the next request tries again. Connecting and each
+    reply are bounded too (1 s and 2 s)."""
+    from feast.infra.online_stores.redis import RedisOnlineStore
+
+    if isinstance(online, RedisOnlineStore):
+        from redis.backoff import NoBackoff
+        from redis.retry import Retry
+
+        client = online._get_client(config.online_store)
+        client.set_retry(Retry(NoBackoff(), 1))
+        pool_kwargs = client.connection_pool.connection_kwargs
+        pool_kwargs.setdefault("socket_connect_timeout", 1.0)
+        if pool_kwargs.get("socket_connect_timeout") is None:
+            pool_kwargs["socket_connect_timeout"] = 1.0
+        if pool_kwargs.get("socket_timeout") is None:
+            pool_kwargs["socket_timeout"] = 2.0
 
 
 def _why(exc: Exception) -> str:

@@ -214,7 +214,8 @@ def _promotion_lock(session: _Session) -> contextlib.AbstractContextManager[None
 
 def _as_uri(location: str) -> str:
     """An artifact location as a URI: plain paths become ``file://`` of the absolute path."""
-    if re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://", location):
+    # A scheme of two letters or more (mlflow-artifacts:/x, s3://b, file:///p); not C:\.
+    if re.match(r"^[A-Za-z][A-Za-z0-9+.-]+:", location):
         return location
     return Path(location).expanduser().resolve().as_uri()
 
@@ -244,6 +245,12 @@ def setup_mlflow(profile: Profile) -> str:
     uri = profile.mlflow_tracking_uri
     if uri.startswith("sqlite:///"):
         Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    if uri.startswith(("http://", "https://")):
+        # A tracking server that is down fails a call within ~15 s (retries after 1, 2, 4
+        # and 8 s), not MLflow's default of ~4 minutes; the environment can still say more.
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "4")
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "60")
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
     name = profile.mlflow.experiment

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import json
+import logging
 import os
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -29,10 +32,13 @@ def prefect_environment(state: Path) -> None:
     to start); with it (``make deploy`` sets it), against that server. The profile's
     ``prefect.api_url`` (the production profile's server) sets it when it is not set.
     """
+    from fraud_detection import stack
     from fraud_detection.config import load_profile
 
-    if api_url := load_profile().prefect.api_url:
+    profile = load_profile()
+    if api_url := profile.prefect.api_url:
         os.environ.setdefault("PREFECT_API_URL", api_url)
+    stack.preflight(profile)  # a server the profile needs is down: one line, now
     os.environ.setdefault("PREFECT_HOME", str(state / "prefect"))
     os.environ.setdefault("PREFECT_LOCAL_STORAGE_PATH", str(state / "prefect" / "storage"))
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
@@ -42,6 +48,62 @@ def prefect_environment(state: Path) -> None:
     (state / "prefect").mkdir(parents=True, exist_ok=True)
 
 
+class _WithoutTraceback(logging.Formatter):
+    """Formats a record as ``inner`` does, but without its traceback (console only)."""
+
+    def __init__(self, inner: logging.Formatter) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def format(self, record: logging.LogRecord) -> str:
+        saved = record.exc_info, record.exc_text, record.stack_info
+        record.exc_info = record.exc_text = record.stack_info = None
+        try:
+            return self.inner.format(record)
+        finally:
+            record.exc_info, record.exc_text, record.stack_info = saved
+
+
+def _console_without_tracebacks() -> None:
+    """Prefect's console handler prints a failed flow's error in one line; the full
+    traceback still goes to the Prefect server's log (its UI) and to the error file."""
+    from prefect.logging.handlers import PrefectConsoleHandler
+
+    for name in ("prefect", "prefect.flow_runs", "prefect.task_runs", ""):
+        for handler in logging.getLogger(name).handlers:
+            if isinstance(handler, PrefectConsoleHandler) and not isinstance(
+                handler.formatter, _WithoutTraceback
+            ):
+                handler.setFormatter(_WithoutTraceback(handler.formatter or logging.Formatter()))
+
+
+@contextlib.contextmanager
+def flow_failure(what: str, state: Path) -> Iterator[None]:
+    """A flow that fails on anything but a :class:`FraudError` (which already says what
+    to do) becomes one line naming the error, with its traceback kept in a file."""
+    from fraud_detection.errors import FraudError
+
+    try:
+        yield
+    except FraudError:
+        raise
+    except Exception as exc:
+        import datetime as dt
+        import traceback
+
+        folder = state / "logs"
+        folder.mkdir(parents=True, exist_ok=True)
+        stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S")
+        file = folder / f"error-{stamp}.txt"
+        file.write_text("".join(traceback.format_exception(exc)))
+        first = (str(exc).strip().splitlines() or [""])[0]
+        if len(first) > 300:
+            first = first[:297] + "..."
+        raise FraudError(
+            f"{what} failed: {type(exc).__name__}: {first} (traceback: {file})"
+        ) from exc
+
+
 def load_flows() -> Any:
     """The level-1 flows module (``pipelines/`` sits beside ``src/``, not inside it)."""
     from fraud_detection.config import project_dir
@@ -49,7 +111,9 @@ def load_flows() -> Any:
     root = str(project_dir())
     if root not in sys.path:
         sys.path.insert(0, root)
-    return importlib.import_module("pipelines.level1_continuous_training.flows")
+    module = importlib.import_module("pipelines.level1_continuous_training.flows")
+    _console_without_tracebacks()
+    return module
 
 
 def _state(state_dir: Path | None) -> Path:
@@ -99,7 +163,8 @@ def run(
     prefect_environment(state)
     typer.echo("starting the continuous-training flow (Prefect)…")
     flows = load_flows()
-    record = flows.ct_flow(trigger=trigger, state_dir=str(state), variant=variant, force=force)
+    with flow_failure("CT run", state):
+        record = flows.ct_flow(trigger=trigger, state_dir=str(state), variant=variant, force=force)
     _print_record(record)
     typer.echo(f"  runs: {state / 'ct' / 'runs.jsonl'}   (fraud ct history)")
     if fail_on_gate:
@@ -125,7 +190,9 @@ def sensor(state_dir: StateDir = None) -> None:
         return
     prefect_environment(state)
     typer.echo(f"{len(pending)} new partition(s): {', '.join(map(str, pending))}: starting CT")
-    record = load_flows().new_data_sensor(state_dir=str(state))
+    flows = load_flows()
+    with flow_failure("CT run", state):
+        record = flows.new_data_sensor(state_dir=str(state))
     _print_record(record)
 
 
@@ -143,7 +210,9 @@ def signals(state_dir: StateDir = None) -> None:
     prefect_environment(state)
     for signal in waiting:
         typer.echo(f"signal {signal.kind}: {signal.detail}")
-    record = load_flows().signal_trigger(state_dir=str(state))
+    flows = load_flows()
+    with flow_failure("CT run", state):
+        record = flows.signal_trigger(state_dir=str(state))
     _print_record(record)
 
 
