@@ -85,7 +85,12 @@ class _FileSettings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        return init_settings, env_settings, _KnownKeysDotEnv(settings_cls), _YamlValues(settings_cls)
+        return (
+            init_settings,
+            env_settings,
+            _KnownKeysDotEnv(settings_cls),
+            _YamlValues(settings_cls),
+        )
 
 
 class _KnownKeysDotEnv(DotEnvSettingsSource):

@@ -311,7 +311,7 @@ def test_a_misspelt_key_in_a_section_is_refused(clean_env: pytest.MonkeyPatch) -
 
 
 def test_a_misspelt_section_is_refused(clean_env: pytest.MonkeyPatch) -> None:
-    with pytest.raises(ConfigError, match="(?i)mlfow"):
+    with pytest.raises(ConfigError, match=r"(?i)mlfow"):
         _load(clean_env, {PREFIX + "MLFOW__TRACKING_URI": "http://mlflow:5000"})
 
 
