@@ -228,6 +228,9 @@ class FeastSettings(_Section):
     # Empty: the registry is a file under the state folder. Else a SQLAlchemy URL for
     # Feast's SQL registry, e.g. postgresql+psycopg://postgres@127.0.0.1:5432/feast.
     registry_url: str | None = None
+    # Empty: feature_repo/feature_store.yaml's project. Another name keeps a second set of
+    # definitions and online rows apart in a shared registry and Redis (the demo's).
+    project: str | None = None
 
 
 class PrefectSettings(_Section):
