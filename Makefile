@@ -120,14 +120,18 @@ figures: $(VENV)/.synced ## Redraw the figures in docs/figures/ from the project
 	@$(BIN)/python docs/figures/card_burst.py
 
 # ---- services ----
-# Tests marked `services` talk to a real Redis on 127.0.0.1:6379 (the production profile's
-# online store). They skip with a hint when it does not answer; with
-# FRAUD_REQUIRE_SERVICES=1 (.ci/run, ci.yml) they fail instead.
-.PHONY: services
+# Tests marked `services` talk to a real Redis on 127.0.0.1:6379 and PostgreSQL on
+# 127.0.0.1:5432 (the production profile's services). They skip with a hint when one does
+# not answer; with FRAUD_REQUIRE_SERVICES=1 (.ci/run, ci.yml) they fail instead.
+.PHONY: services services-redis services-postgres
 REDIS_PING := $(BIN)/python -c "import redis; redis.Redis(host='127.0.0.1', port=6379, socket_connect_timeout=2).ping()" 2>/dev/null
+PG_PING := $(BIN)/python -c "import psycopg; psycopg.connect('host=127.0.0.1 port=5432 user=postgres dbname=postgres', connect_timeout=3).close()" 2>/dev/null
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-services: $(VENV)/.synced ## Make sure Redis answers on 127.0.0.1:6379 for the services tests (starts redis-server if needed)
+services: $(VENV)/.synced ## Make sure Redis (127.0.0.1:6379) and PostgreSQL (127.0.0.1:5432) answer for the services tests (starts them if needed)
+	@$(MAKE) --no-print-directory services-redis services-postgres
+
+services-redis: $(VENV)/.synced
 	@if $(REDIS_PING); then echo "redis: answering on 127.0.0.1:6379"; exit 0; fi; \
 	 if ! command -v redis-server >/dev/null; then \
 	   command -v apt-get >/dev/null || { echo "error: no Redis on 127.0.0.1:6379 and no redis-server to start: install Redis and start it there" >&2; exit 2; }; \
@@ -138,6 +142,15 @@ services: $(VENV)/.synced ## Make sure Redis answers on 127.0.0.1:6379 for the s
 	 redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no >/dev/null; \
 	 for i in 1 2 3 4 5 6 7 8 9 10; do $(REDIS_PING) && { echo "redis: started redis-server on 127.0.0.1:6379"; exit 0; }; sleep 0.5; done; \
 	 echo "error: redis-server did not answer on 127.0.0.1:6379" >&2; exit 2
+
+services-postgres: $(VENV)/.synced
+	@if $(PG_PING); then echo "postgres: answering on 127.0.0.1:5432"; exit 0; fi; \
+	 if command -v pg_ctlcluster >/dev/null && [ -d /etc/postgresql ]; then \
+	   echo "postgres: starting the local cluster (pg_ctlcluster)"; \
+	   $(SUDO) pg_ctlcluster --skip-systemctl-redirect $$(ls /etc/postgresql | head -1) main start || true; \
+	   for i in 1 2 3 4 5 6 7 8 9 10; do $(PG_PING) && { echo "postgres: answering on 127.0.0.1:5432"; exit 0; }; sleep 1; done; \
+	 fi; \
+	 echo "error: no PostgreSQL on 127.0.0.1:5432 (user postgres, trust auth): start one there, e.g. apt-get install postgresql" >&2; exit 2
 
 # ---- production stack ----
 # The production profile (configs/profiles/production.yaml, docs/production.md) on real
