@@ -109,6 +109,7 @@ bench: $(VENV)/.synced ## Benchmarks, each against a baseline in the same run; r
 	@$(BIN)/python benchmarks/bench_ct.py
 	@$(BIN)/python benchmarks/bench_serving.py
 	@$(BIN)/python benchmarks/bench_production.py
+	@$(BIN)/python benchmarks/bench_scaleout.py
 
 clean: ## Delete all local state (data, models, runs): rm -rf state
 	rm -rf state

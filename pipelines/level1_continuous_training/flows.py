@@ -15,7 +15,8 @@ monitoring writes).
 Serving in batch and monitoring, thin tasks over ``fraud_detection.serving.batch`` and
 ``fraud_detection.monitoring.monitor`` (``fraud score``, ``fraud monitor run``):
 
-    batch_scoring_flow:  score one day with the champion → <state>/scores/date=.../
+    batch_scoring_flow:  score one day (or several, on Dask) with the champion
+                         → <state>/scores/date=.../
     monitoring_flow:     reference (champion's data) → served traffic → drift
       → performance on arrived labels → signals → HTML report → MLflow run
 """
@@ -281,10 +282,31 @@ def score_day(day: dt.date | None, state_dir: str | None) -> dict[str, Any]:
     return result.to_dict()
 
 
+@task(retries=2, retry_delay_seconds=2, cache_policy=NO_CACHE)
+def score_days(last_days: int | None, state_dir: str | None) -> dict[str, Any]:
+    """Several days: on a Dask cluster inside this step (``scaleout.partition_map``)."""
+    from fraud_detection.config import state_paths
+    from fraud_detection.serving import batch
+    from fraud_detection.training.ct import context
+
+    profile = context(state_dir).profile
+    days = batch.recent_days(state_paths(profile), last_days)
+    return batch.score_days(days, profile=profile, progress=print).to_dict()
+
+
 @flow(name="batch-scoring", log_prints=True)
-def batch_scoring_flow(day: str | None = None, state_dir: str | None = None) -> dict[str, Any]:
+def batch_scoring_flow(
+    day: str | None = None,
+    state_dir: str | None = None,
+    last_days: int | None = None,
+    all_days: bool = False,
+) -> dict[str, Any]:
     """Score one day's transactions (YYYY-MM-DD; default the newest accepted partition)
-    with the champion; the scores land in ``<state>/scores/date=YYYY-MM-DD/``."""
+    with the champion; the scores land in ``<state>/scores/date=YYYY-MM-DD/``.
+    ``last_days``: the newest N accepted days instead, ``all_days``: every accepted day
+    (several days run on the profile's Dask cluster)."""
+    if last_days is not None or all_days:
+        return score_days(last_days, state_dir)
     when = dt.date.fromisoformat(day) if day else None
     return score_day(when, state_dir)
 

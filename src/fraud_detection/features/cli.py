@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -66,11 +67,22 @@ def build(
         dt.date.fromisoformat(p.name.split("=", 1)[1]) for p in paths.raw.glob("date=*")
     )
     skipped = [d for d in raw_days if partition_status(paths, d) is not True]
-    for d in todo:
-        result = store.build_day(paths, d)
-        typer.echo(
-            f"{d}: {result.card_rows:,} card rows, {result.merchant_rows:,} merchant snapshots"
-        )
+    if todo:
+        from fraud_detection.config import load_profile
+        from fraud_detection.scaleout import partition_map
+
+        with partition_map(load_profile().dask, len(todo), progress=typer.echo) as run:
+            typer.echo(f"building the feature tables of {len(todo)} day(s) {run.where}")
+            # Each day reads its own history (earlier accepted partitions) and writes only
+            # its own files: the days are independent, the files the sequential run's.
+            built = run.map(
+                functools.partial(store.build_day, paths), todo, done="featurized", noun="days"
+            )
+        for result in built:
+            typer.echo(
+                f"{result.day}: {result.card_rows:,} card rows, "
+                f"{result.merchant_rows:,} merchant snapshots"
+            )
     if not todo:
         typer.echo("feature tables are up to date: no new accepted partition")
     if skipped:

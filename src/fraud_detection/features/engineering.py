@@ -182,10 +182,15 @@ def _range_max(values: FloatArray, lo: IntArray, hi: IntArray) -> FloatArray:
     if len(lo) == 0:
         return out
     if int((hi - lo).sum()) <= 64 * len(values) + 4_096:
+        # reduceat also reduces the stretch between one range's end and the next range's
+        # start: in start order those stretches do not overlap (linear time), in any
+        # other order they can each span most of the array (quadratic: 105 s instead of
+        # under 1 s for a 500k-transaction day against 4M rows of history).
+        order = np.argsort(lo, kind="stable")
         bounds = np.empty(2 * len(lo), dtype=np.int64)
-        bounds[0::2], bounds[1::2] = lo, hi + 1
-        reduced = np.maximum.reduceat(np.append(values, 0.0), bounds)[0::2]
-        return np.asarray(reduced, dtype=np.float64)
+        bounds[0::2], bounds[1::2] = lo[order], hi[order] + 1
+        out[order] = np.maximum.reduceat(np.append(values, 0.0), bounds)[0::2]
+        return out
     level = np.frexp((hi - lo + 1).astype(np.float64))[1] - 1  # floor(log2(length))
     table = values
     for k in range(int(level.max()) + 1):

@@ -402,6 +402,8 @@ def _repo_config(
     ``feast.registry_url``, Feast's SQL registry in that database instead of the file."""
     fp = FeaturePaths(paths)
     config: dict[str, Any] = yaml.safe_load((feature_repo() / "feature_store.yaml").read_text())
+    if settings.project:
+        config["project"] = settings.project
     if settings.registry_url:
         config["registry"] = {
             "registry_type": "sql",
@@ -522,16 +524,22 @@ def entity_rows(transactions: pd.DataFrame) -> pd.DataFrame:
     return rows
 
 
-def historical_features(store: FeatureStore, entities: pd.DataFrame) -> pd.DataFrame:
+def historical_features(
+    store: FeatureStore, entities: pd.DataFrame, *, lock: StatePaths | None = None
+) -> pd.DataFrame:
     """Point-in-time join of the feature service onto ``entities`` (Feast, offline store).
 
     ``entities`` holds ``card_id``, ``merchant_id``, ``event_timestamp`` (features are
-    taken as of this time), the request columns and any pass-through columns.
+    taken as of this time), the request columns and any pass-through columns. ``lock``:
+    hold that state folder's :func:`feast_lock` while Feast reads its registry (planning
+    the join), not while the join runs on the Parquet files, so that several processes
+    (batch scoring on Dask workers) join at the same time.
     """
     with _quiet():
-        job = store.get_historical_features(
-            entity_df=entities, features=store.get_feature_service(FEATURE_SERVICE)
-        )
+        with feast_lock(lock) if lock is not None else contextlib.nullcontext():
+            job = store.get_historical_features(
+                entity_df=entities, features=store.get_feature_service(FEATURE_SERVICE)
+            )
         return job.to_df()
 
 

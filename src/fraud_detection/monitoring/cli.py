@@ -45,6 +45,23 @@ def _print_score(result: dict[str, Any]) -> None:
     typer.echo(f"  steps:  {steps}")
 
 
+def _print_scores(result: dict[str, Any]) -> None:
+    days = result["days"]
+    for day in days:
+        typer.echo(
+            f"  {day['day']}: {day['rows']:,} transactions, {day['alerts']:,} alerts, "
+            f"{day['seconds']} s -> {day['path']}"
+        )
+    typer.echo(
+        f"scored {result['rows']:,} transactions of {len(days)} day(s) "
+        f"({days[0]['day']} .. {days[-1]['day']}) with v{days[0]['model_version']} "
+        f"{result['where']}: {result['alerts']:,} alerts, {result['seconds']} s end to end "
+        f"({result['rows_per_minute']:,} rows/min)"
+    )
+    steps = ", ".join(f"{k} {v} s" for k, v in result["timings"].items())
+    typer.echo(f"  steps:  {steps}")
+
+
 def score_command(
     date: Annotated[
         str | None, typer.Option("--date", help="The day to score, YYYY-MM-DD.")
@@ -52,14 +69,28 @@ def score_command(
     latest: Annotated[
         bool, typer.Option("--latest", help="Score the newest accepted partition.")
     ] = False,
+    days: Annotated[
+        int | None,
+        typer.Option(
+            "--days",
+            help="Score the newest N accepted partitions (on a Dask cluster from "
+            "min_partitions days on, see the profile's dask settings).",
+        ),
+    ] = None,
+    all_days: Annotated[
+        bool, typer.Option("--all", help="Score every accepted partition (like --days).")
+    ] = False,
     no_flow: NoFlow = False,
     state_dir: StateDir = None,
 ) -> None:
-    """Batch scoring: score one day's transactions with the champion (Prefect flow)."""
+    """Batch scoring: score one day's (or several days') transactions with the champion
+    (Prefect flow)."""
     from fraud_detection.errors import FraudError
 
-    if (date is None) == (not latest):
-        raise FraudError("give either --date YYYY-MM-DD or --latest (one of them)")
+    if [date is not None, latest, days is not None, all_days].count(True) != 1:
+        raise FraudError("give one of --date YYYY-MM-DD, --latest, --days N or --all (exactly one)")
+    if days is not None and days < 1:
+        raise FraudError(f"--days must be at least 1, got {days}")
     day = None
     if date is not None:
         try:
@@ -67,20 +98,33 @@ def score_command(
         except ValueError:
             raise FraudError(f"--date {date!r} is not a date: use YYYY-MM-DD") from None
     state = _state(state_dir)
+    several = days is not None or all_days
     if no_flow:
-        from fraud_detection.serving.batch import score_day
+        from fraud_detection.config import state_paths
+        from fraud_detection.serving import batch
         from fraud_detection.training.ct import context
 
-        result = score_day(day, profile=context(state).profile, progress=typer.echo).to_dict()
+        profile = context(state).profile
+        if several:
+            chosen = batch.recent_days(state_paths(profile), days)
+            result = batch.score_days(chosen, profile=profile, progress=typer.echo).to_dict()
+        else:
+            result = batch.score_day(day, profile=profile, progress=typer.echo).to_dict()
     else:
         from fraud_detection.training.cli import load_flows, prefect_environment
 
         prefect_environment(state)
         typer.echo("starting the batch-scoring flow (Prefect)…")
         result = load_flows().batch_scoring_flow(
-            day=None if day is None else day.isoformat(), state_dir=str(state)
+            day=None if day is None else day.isoformat(),
+            state_dir=str(state),
+            last_days=days,
+            all_days=all_days,
         )
-    _print_score(result)
+    if several:
+        _print_scores(result)
+    else:
+        _print_score(result)
 
 
 def _print_monitoring(result: dict[str, Any]) -> None:

@@ -15,9 +15,10 @@ the file atomically (a reader sees the old scores or the new ones, never half).
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -25,20 +26,26 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from fraud_detection.config import Profile, StatePaths, state_paths
+from fraud_detection.config import FeastSettings, Profile, StatePaths, state_paths
 from fraud_detection.errors import FraudError
 
 if TYPE_CHECKING:
     from sklearn.pipeline import Pipeline
 
+    from fraud_detection.scaleout import PartitionMap
+
 __all__ = [
     "BatchResult",
+    "BatchRun",
     "BatchScoringError",
     "Champion",
     "latest_day",
     "load_champion",
+    "recent_days",
     "score_day",
+    "score_days",
     "score_frame",
+    "score_partition",
     "scores_path",
 ]
 
@@ -208,6 +215,84 @@ def _write_atomic(frame: pd.DataFrame, path: Path) -> None:
     tmp.replace(path)
 
 
+def _check_accepted(paths: StatePaths, days: Sequence[dt.date]) -> None:
+    from fraud_detection.validation.gate import partition_status
+
+    for day in days:
+        status = partition_status(paths, day)
+        if status is not True:
+            why = "was rejected by" if status is False else "has not been judged by"
+            raise BatchScoringError(
+                f"partition {day} {why} the data gate: only accepted days are scored "
+                f"(`fraud validate raw --date {day}`)"
+            )
+
+
+def _update_features(
+    paths: StatePaths, upto: dt.date, say: Progress, run: PartitionMap | None = None
+) -> None:
+    """Build the feature tables of the accepted days up to ``upto`` that lack them."""
+    from fraud_detection.features import store
+    from fraud_detection.training import ct
+    from fraud_detection.validation.gate import accepted_days
+
+    built = set(store.built_days(paths))
+    missing = [d for d in accepted_days(paths) if d <= upto and d not in built]
+    if missing:
+        say(f"building the feature tables of {len(missing)} accepted day(s) missing them…")
+        ct.update_features(paths, [], run=run)  # every accepted day without features (CT's code)
+
+
+def score_partition(
+    day: dt.date,
+    *,
+    paths: StatePaths,
+    champion: Champion,
+    feast: FeastSettings,
+    logged_at: pd.Timestamp,
+    progress: Progress | None = None,
+) -> BatchResult:
+    """Join, score and write one accepted day whose feature tables exist; runs on a Dask
+    worker too. The Feast registry must be applied (``store.open_store``) beforehand:
+    this only reads it. ``seconds`` and ``timings`` cover this day's work only."""
+    from fraud_detection.features import store
+
+    say = progress or (lambda _message: None)
+    started = time.perf_counter()
+    timings: dict[str, float] = {}
+
+    def lap(name: str, since: float) -> float:
+        now = time.perf_counter()
+        timings[name] = now - since
+        return now
+
+    transactions = store.read_transactions(paths, [day])
+    if transactions.empty:
+        raise BatchScoringError(f"partition {day} holds no transactions: nothing to score")
+    say(f"joining point-in-time features for {len(transactions):,} transactions of {day} (Feast)…")
+    feast_store = store.open_store(paths, apply=False, feast_settings=feast)
+    t = lap("read_and_open_store", started)
+    features = store.historical_features(feast_store, entities(transactions), lock=paths)
+    t = lap("features", t)
+    say(f"scoring {len(features):,} rows with v{champion.version}…")
+    scored = score_frame(features, champion, logged_at)
+    scored = scored.sort_values("event_timestamp", kind="stable").reset_index(drop=True)
+    t = lap("score", t)
+    path = scores_path(paths, day)
+    _write_atomic(scored, path)
+    lap("write", t)
+    return BatchResult(
+        day=day,
+        rows=len(scored),
+        alerts=int(scored["decision"].sum()),
+        path=path,
+        model_version=champion.version,
+        threshold=champion.threshold,
+        seconds=time.perf_counter() - started,
+        timings=timings,
+    )
+
+
 def score_day(
     day: dt.date | None = None,
     *,
@@ -222,69 +307,146 @@ def score_day(
     """
     from fraud_detection.config import load_profile
     from fraud_detection.features import store
-    from fraud_detection.training import ct
-    from fraud_detection.validation.gate import accepted_days, partition_status
 
     say = progress or (lambda _message: None)
     profile = profile or load_profile()
     paths = state_paths(profile)
     started = time.perf_counter()
-    timings: dict[str, float] = {}
-
-    def lap(name: str, since: float) -> float:
-        now = time.perf_counter()
-        timings[name] = now - since
-        return now
-
     day = day or latest_day(paths)
-    status = partition_status(paths, day)
-    if status is not True:
-        why = "was rejected by" if status is False else "has not been judged by"
-        raise BatchScoringError(
-            f"partition {day} {why} the data gate: only accepted days are scored "
-            f"(`fraud validate raw --date {day}`)"
-        )
+    _check_accepted(paths, [day])
     champion = load_champion(profile)
     say(
         f"champion {champion.name} v{champion.version} "
         f"(threshold {champion.threshold:g}, from its {champion.threshold_source})"
     )
-    t = lap("load_champion", started)
-    built = set(store.built_days(paths))
-    missing = [d for d in accepted_days(paths) if d <= day and d not in built]
-    if missing:
-        say(f"building the feature tables of {len(missing)} accepted day(s) missing them…")
-        ct.update_features(paths, [])  # every accepted day without features (CT's code)
-    t = lap("update_features", t)
-    transactions = store.read_transactions(paths, [day])
-    if transactions.empty:
-        raise BatchScoringError(f"partition {day} holds no transactions: nothing to score")
-    say(f"joining point-in-time features for {len(transactions):,} transactions of {day} (Feast)…")
-    feast_store = store.open_store(paths)
-    t = lap("read_and_open_store", t)
-    with store.feast_lock(paths):
-        features = store.historical_features(feast_store, entities(transactions))
-    t = lap("features", t)
-    say(f"scoring {len(features):,} rows with v{champion.version}…")
-    scored = score_frame(features, champion, pd.Timestamp.now(tz="UTC"))
-    scored = scored.sort_values("event_timestamp", kind="stable").reset_index(drop=True)
-    t = lap("score", t)
-    path = scores_path(paths, day)
-    _write_atomic(scored, path)
-    lap("write", t)
-    seconds = time.perf_counter() - started
-    result = BatchResult(
-        day=day,
-        rows=len(scored),
-        alerts=int(scored["decision"].sum()),
-        path=path,
-        model_version=champion.version,
-        threshold=champion.threshold,
-        seconds=seconds,
-        timings=timings,
+    loaded = time.perf_counter()
+    _update_features(paths, day, say)
+    store.open_store(paths, feast_settings=profile.feast)  # definitions applied if changed
+    prepared = time.perf_counter()
+    result = score_partition(
+        day,
+        paths=paths,
+        champion=champion,
+        feast=profile.feast,
+        logged_at=pd.Timestamp.now(tz="UTC"),
+        progress=say,
     )
+    result.timings = {
+        "load_champion": loaded - started,
+        "update_features": prepared - loaded,
+        **result.timings,
+    }
+    result.seconds = time.perf_counter() - started
     say(
-        f"wrote {result.rows:,} scores ({result.alerts:,} alerts) to {path} in "
-        f"{seconds:.1f} s ({result.rows_per_minute:,.0f} rows/min)"
+        f"wrote {result.rows:,} scores ({result.alerts:,} alerts) to {result.path} in "
+        f"{result.seconds:.1f} s ({result.rows_per_minute:,.0f} rows/min)"
     )
     return result
+
+
+def recent_days(paths: StatePaths, count: int | None = None) -> list[dt.date]:
+    """The newest ``count`` accepted partitions (every one when None), oldest first."""
+    from fraud_detection.validation.gate import accepted_days
+
+    days = accepted_days(paths)
+    if not days:
+        raise BatchScoringError(
+            "no accepted partition to score: run `make simulate` and `fraud validate raw --new`"
+        )
+    if count is not None and count < 1:
+        raise BatchScoringError(f"--days must be at least 1, got {count}")
+    return days if count is None else days[-count:]
+
+
+@dataclass
+class BatchRun:
+    """What scoring several days did, end to end (champion load and cluster included)."""
+
+    days: list[BatchResult]
+    where: str
+    seconds: float
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def rows(self) -> int:
+        return sum(result.rows for result in self.days)
+
+    @property
+    def rows_per_minute(self) -> float:
+        return self.rows / self.seconds * 60 if self.seconds else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "days": [result.to_dict() for result in self.days],
+            "where": self.where,
+            "rows": self.rows,
+            "alerts": sum(result.alerts for result in self.days),
+            "seconds": round(self.seconds, 2),
+            "rows_per_minute": round(self.rows_per_minute),
+            "timings": {k: round(v, 2) for k, v in self.timings.items()},
+        }
+
+
+def score_days(
+    days: Sequence[dt.date],
+    *,
+    profile: Profile | None = None,
+    progress: Progress | None = None,
+    logged_at: pd.Timestamp | None = None,
+) -> BatchRun:
+    """Score several accepted days, on a Dask cluster from the profile's ``dask`` settings
+    (:func:`fraud_detection.scaleout.partition_map`; in this process below
+    ``min_partitions`` days).
+
+    The champion is loaded once, here, and sent to the cluster once; missing feature
+    tables are built first (on the cluster too), then each day is joined, scored and
+    written by :func:`score_partition`, the days in parallel: each day's scores depend
+    only on that day and the feature tables, so they are the ones scoring the days one by
+    one writes. Every day's ``logged_at`` is ``logged_at`` (default: now, once).
+    """
+    from fraud_detection.config import load_profile
+    from fraud_detection.features import store
+    from fraud_detection.scaleout import partition_map
+
+    say = progress or (lambda _message: None)
+    profile = profile or load_profile()
+    paths = state_paths(profile)
+    started = time.perf_counter()
+    days = sorted(set(days))
+    if not days:
+        raise BatchScoringError("no day to score")
+    _check_accepted(paths, days)
+    timings: dict[str, float] = {}
+    # The workers import what scoring needs while this process loads the champion.
+    preload = ("fraud_detection.features.store", "feast", "sklearn.ensemble")
+    with partition_map(profile.dask, len(days), progress=say, preload=preload) as run:
+        timings["start_cluster"] = time.perf_counter() - started
+        say(f"scoring {len(days)} day(s), {days[0]} .. {days[-1]}, {run.where}")
+        t = time.perf_counter()
+        champion = load_champion(profile)
+        say(
+            f"champion {champion.name} v{champion.version} "
+            f"(threshold {champion.threshold:g}, from its {champion.threshold_source})"
+        )
+        timings["load_champion"] = time.perf_counter() - t
+        t = time.perf_counter()
+        _update_features(paths, days[-1], say, run)
+        store.open_store(paths, feast_settings=profile.feast)  # applied once, here
+        timings["update_features"] = time.perf_counter() - t
+        t = time.perf_counter()
+        results = run.map(
+            functools.partial(
+                score_partition,
+                paths=paths,
+                feast=profile.feast,
+                logged_at=logged_at or pd.Timestamp.now(tz="UTC"),
+            ),
+            days,
+            done="scored",
+            noun="days",
+            champion=champion,
+        )
+        timings["score_days"] = time.perf_counter() - t
+        t = time.perf_counter()
+    timings["stop_cluster"] = time.perf_counter() - t
+    return BatchRun(results, run.where, time.perf_counter() - started, timings)

@@ -12,6 +12,7 @@ table and the ``ct.yml`` job summary print.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hashlib
 import json
 import os
@@ -30,6 +31,7 @@ from fraud_detection.training.settings import TrainConfig, load_train_config
 if TYPE_CHECKING:
     from sklearn.pipeline import Pipeline
 
+    from fraud_detection.scaleout import PartitionMap
     from fraud_detection.training.evaluation import Evaluation
     from fraud_detection.training.gate import GateDecision
     from fraud_detection.validation.gate import ValidationOutcome
@@ -118,16 +120,26 @@ def summarize_data_gate(outcomes: Mapping[dt.date, ValidationOutcome]) -> DataGa
     return DataGateResult(accepted, rejected, docs)
 
 
-def update_features(paths: StatePaths, days: Sequence[dt.date]) -> int:
-    """Feature tables for newly accepted days (and days whose files are missing)."""
+def update_features(
+    paths: StatePaths, days: Sequence[dt.date], *, run: PartitionMap | None = None
+) -> int:
+    """Feature tables for newly accepted days (and days whose files are missing).
+
+    ``run`` (a :func:`fraud_detection.scaleout.partition_map`) builds the days on a Dask
+    cluster: each day reads its own history and writes only its own files, so the tables
+    are the ones built one after another (the default, in this process).
+    """
     from fraud_detection.features import store
     from fraud_detection.validation.gate import accepted_days
 
     store.build_profile(paths)
     built = set(store.built_days(paths))
     todo = sorted(set(days) | {d for d in accepted_days(paths) if d not in built})
-    for day in todo:
-        store.build_day(paths, day)
+    if run is None:
+        for day in todo:
+            store.build_day(paths, day)
+    else:
+        run.map(functools.partial(store.build_day, paths), todo, done="featurized", noun="days")
     return len(todo)
 
 

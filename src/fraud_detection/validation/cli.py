@@ -91,13 +91,16 @@ def raw(
         except ValueError as exc:
             raise FraudError(f"--date {date!r} is not a date (YYYY-MM-DD)") from exc
 
-    typer.echo(f"validating {len(days)} partition(s) under {paths.raw}")
-    started = time.perf_counter()
-    from fraud_detection.validation.gate import data_docs_index, validate_raw_partition
+    from fraud_detection.config import load_profile
+    from fraud_detection.scaleout import partition_map
+    from fraud_detection.validation.gate import data_docs_index, validate_raw_partitions
 
+    started = time.perf_counter()
+    with partition_map(load_profile().dask, len(days), progress=typer.echo) as run:
+        typer.echo(f"validating {len(days)} partition(s) under {paths.raw} {run.where}")
+        outcomes = validate_raw_partitions(paths, days, run=run, config=config)
     rejected = []
-    for day in days:
-        outcome = validate_raw_partition(paths, day, config=config)
+    for day, outcome in zip(sorted(days), outcomes, strict=True):
         _report(outcome)
         if not outcome.success:
             rejected.append(day.isoformat())

@@ -1,6 +1,8 @@
 """The data gates: run a versioned suite on a batch, keep a record, build Data Docs.
 
-* :func:`validate_raw_partition` checks one daily partition against ``raw_transactions``.
+* :func:`validate_raw_partition` checks one daily partition against ``raw_transactions``;
+  :func:`validate_raw_partitions` checks many in date order, their checks optionally on a
+  Dask cluster, with the same verdicts and records.
 * :func:`validate_training_set` checks a training frame against ``training_set``.
 * :func:`accepted_days` / :func:`partition_status` read the records: feature building
   uses only accepted partitions, so a rejected (or never validated) day stops there.
@@ -25,7 +27,9 @@ functions that run it.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import datetime as dt
+import functools
 import hashlib
 import json
 import logging
@@ -34,7 +38,7 @@ import os
 import re
 import urllib.parse
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -58,6 +62,8 @@ if TYPE_CHECKING:
         AbstractDataContext,
     )
 
+    from fraud_detection.scaleout import PartitionMap
+
 __all__ = [
     "DataValidationError",
     "Failure",
@@ -70,6 +76,7 @@ __all__ = [
     "partition_status",
     "raw_partition_days",
     "validate_raw_partition",
+    "validate_raw_partitions",
     "validate_training_set",
 ]
 
@@ -411,8 +418,13 @@ def _run_suite(
     run_name: str,
     run_time: dt.datetime,
     result_format: Literal["BASIC", "SUMMARY"],
+    with_index: bool = True,
 ) -> _RunResult:
-    """Validate ``df`` against the versioned suite in one checkpoint run, with Data Docs."""
+    """Validate ``df`` against the versioned suite in one checkpoint run, with Data Docs.
+
+    ``with_index=False``: the run's own Data Docs page only, not the site's index (a batch of
+    validations builds the index once, at its end: :func:`_build_index`).
+    """
     import great_expectations as gx
     from great_expectations.checkpoint.actions import UpdateDataDocsAction
     from great_expectations.core import ExpectationSuite
@@ -442,7 +454,9 @@ def _run_suite(
             name=f"{suite_name}_gate",
             validation_definitions=[validation_definition],
             result_format=result_format,  # not BOOLEAN_ONLY: it breaks Data Docs rendering
-            actions=[UpdateDataDocsAction(name="data_docs", site_names=[_SITE])],
+            actions=[UpdateDataDocsAction(name="data_docs", site_names=[_SITE])]
+            if with_index
+            else [],
         )
     )
     result = checkpoint.run(
@@ -472,6 +486,10 @@ def _run_suite(
                 )
             )
         result_id = "/".join(str(part) for part in key.to_tuple())
+        if not with_index:  # what the action does, but the index
+            context.build_data_docs(
+                site_names=[_SITE], resource_identifiers=[key], build_index=False
+            )
         urls = context.get_docs_sites_urls(resource_identifier=key, site_name=_SITE)
         if urls and urls[0].get("site_url"):
             data_docs = _url_path(str(urls[0]["site_url"]))
@@ -662,21 +680,53 @@ def validate_raw_partition(
     """
     cfg = config or load_validation_config()
     validated_at = _utc_now(now)
-    batch = f"partition {day.isoformat()}"
-    record = _raw_records(paths) / f"{day.isoformat()}.json"
-    extra = {"partition": day.isoformat()}
     parameters = raw_parameters(
         day, now=validated_at, history_rows=_history_rows(paths, day), settings=cfg.raw
     )
+    return _record(_check_raw_partition((day, parameters), paths, validated_at, cfg, df))
+
+
+@dataclass(frozen=True)
+class _Checked:
+    """A partition's outcome before it is recorded, and the file it vouches for."""
+
+    day: dt.date
+    outcome: ValidationOutcome
+    source: dict[str, Any] | None
+
+
+def _record(checked: _Checked) -> ValidationOutcome:
+    return _finish(checked.outcome, {"partition": checked.day.isoformat()}, checked.source)
+
+
+def _missing_partition(paths: StatePaths, day: dt.date) -> PartitionNotFoundError:
+    on_disk = raw_partition_days(paths)
+    known = f"{on_disk[0]} .. {on_disk[-1]}" if on_disk else "none"
+    return PartitionNotFoundError(
+        f"no partition for {day}: {partition_path(paths, day)} does not exist "
+        f"(partitions on disk: {known})"
+    )
+
+
+def _check_raw_partition(
+    job: tuple[dt.date, Mapping[str, Any]],
+    paths: StatePaths,
+    validated_at: dt.datetime,
+    cfg: ValidationConfig,
+    df: pd.DataFrame | None = None,
+    with_index: bool = True,
+) -> _Checked:
+    """The gate's check of one partition with the given suite parameters, recording
+    nothing (GX still keeps its result and Data Docs page; the site's index too unless
+    ``with_index`` is false). Runs on a Dask worker too."""
+    day, parameters = job
+    batch = f"partition {day.isoformat()}"
+    record = _raw_records(paths) / f"{day.isoformat()}.json"
     source: dict[str, Any] | None = None
     if df is None:
         file = partition_path(paths, day)
         if not file.is_file():
-            on_disk = raw_partition_days(paths)
-            known = f"{on_disk[0]} .. {on_disk[-1]}" if on_disk else "none"
-            raise PartitionNotFoundError(
-                f"no partition for {day}: {file} does not exist (partitions on disk: {known})"
-            )
+            raise _missing_partition(paths, day)
         source = _fingerprint(file)
         try:
             df = pd.read_parquet(file)
@@ -701,9 +751,16 @@ def validate_raw_partition(
                 validated_at=validated_at,
                 sample_size=cfg.sample_size,
             )
-            return _finish(outcome, extra, source)
+            return _Checked(day, outcome, source)
     run = _run_suite(
-        paths, RAW_SUITE, df, parameters, day.isoformat(), validated_at, cfg.result_format
+        paths,
+        RAW_SUITE,
+        df,
+        parameters,
+        day.isoformat(),
+        validated_at,
+        cfg.result_format,
+        with_index,
     )
     outcome = ValidationOutcome(
         batch=batch,
@@ -719,7 +776,171 @@ def validate_raw_partition(
         validated_at=validated_at,
         sample_size=cfg.sample_size,
     )
-    return _finish(outcome, extra, source)
+    return _Checked(day, outcome, source)
+
+
+def validate_raw_partitions(
+    paths: StatePaths,
+    days: Sequence[dt.date],
+    *,
+    run: PartitionMap | None = None,
+    now: dt.datetime | None = None,
+    config: ValidationConfig | None = None,
+) -> list[ValidationOutcome]:
+    """Validate ``days`` in date order, with the verdicts, records and ledger that
+    :func:`validate_raw_partition` day after day gives; the Great Expectations checks run
+    on ``run`` (a Dask cluster from :func:`fraud_detection.scaleout.partition_map`; by
+    default in this process). Returns the outcomes in date order.
+
+    One ``now`` for the whole batch (its start, unless given), and one build of the Data
+    Docs index at its end (each check renders only its own page). Only the row-count
+    bounds of a day depend on the days before it (the accepted ones). In this process the
+    days are checked one after another. On a cluster every day is checked at once, with
+    the bounds it gets if the pending days before it are all accepted with the row counts
+    their files hold; then, in date order, a day whose bounds turn out to be right is
+    decided, and the rest (after a rejected day, say) are checked again with their right
+    bounds. The records are written in date order at the end.
+    """
+    from fraud_detection.scaleout import PartitionMap
+
+    cfg = config or load_validation_config()
+    run = run or PartitionMap("in this process", None, None)
+    batch = _Batch(paths, _utc_now(now), cfg)
+    days = sorted(set(days))
+    missing = next((day for day in days if not partition_path(paths, day).is_file()), None)
+    todo = days if missing is None else days[: days.index(missing)]
+    decided = batch.in_parallel(todo, run) if run.parallel else batch.in_order(todo, run)
+    recorded = [_record(checked) for checked in _with_index(paths, decided, run)]
+    if missing is not None:  # the sequential run stops here too, with this error
+        raise _missing_partition(paths, missing)
+    return recorded
+
+
+class _Batch:
+    """The ledger as validating a batch day by day sees it, and the checks of its days."""
+
+    def __init__(self, paths: StatePaths, validated_at: dt.datetime, cfg: ValidationConfig):
+        self.paths, self.validated_at, self.cfg = paths, validated_at, cfg
+        # day -> (accepted, rows): the current records, then each day decided in order
+        self.ledger = {
+            day: (record.get("success") is True, int(record.get("rows") or 0))
+            for day, record in _current_raw_records(paths).items()
+        }
+
+    def parameters(
+        self, day: dt.date, ledger: Mapping[dt.date, tuple[bool, int]] | None = None
+    ) -> dict[str, Any]:
+        """The suite parameters of ``day`` given the verdicts before it (default: the
+        decided ones)."""
+        known = self.ledger if ledger is None else ledger
+        history = [rows for d, (ok, rows) in sorted(known.items()) if d < day and ok]
+        return raw_parameters(
+            day, now=self.validated_at, history_rows=history, settings=self.cfg.raw
+        )
+
+    def check(self) -> Callable[[tuple[dt.date, Mapping[str, Any]]], _Checked]:
+        """The check of one ``(day, parameters)``, picklable for the cluster."""
+        return functools.partial(
+            _check_raw_partition,
+            paths=self.paths,
+            validated_at=self.validated_at,
+            cfg=self.cfg,
+            with_index=False,
+        )
+
+    def decide(self, checked: _Checked) -> _Checked:
+        self.ledger[checked.day] = (checked.outcome.success, checked.outcome.rows)
+        return checked
+
+    def in_order(self, days: list[dt.date], run: PartitionMap) -> list[_Checked]:
+        check = self.check()
+        decided = []
+        for index, day in enumerate(days, 1):
+            decided.append(self.decide(check((day, self.parameters(day)))))
+            run.say(f"validated {index}/{len(days)} partitions")
+        return decided
+
+    def in_parallel(self, days: list[dt.date], run: PartitionMap) -> list[_Checked]:
+        expected = {day: _expected_outcome(self.paths, day) for day in days}
+        checked: dict[tuple[dt.date, str], _Checked] = {}
+        decided: list[_Checked] = []
+        pending = list(days)
+        while pending:
+            guessed = {**self.ledger, **{day: expected[day] for day in pending}}
+            jobs = [(day, self.parameters(day, guessed)) for day in pending]
+            jobs = [job for job in jobs if _key(*job) not in checked]
+            if decided:
+                run.say(f"checking {len(jobs)} partition(s) again: their row-count bounds changed")
+            results = run.map(self.check(), jobs, done="validated")
+            for job, result in zip(jobs, results, strict=True):
+                checked[_key(*job)] = result
+                expected[job[0]] = (result.outcome.success, result.outcome.rows)
+            # Decide in day order while the bounds a day was checked with are its real
+            # ones; the first pending day's always are, so each round decides one at least.
+            while pending and (hit := checked.get(_key(pending[0], self.parameters(pending[0])))):
+                pending.pop(0)
+                decided.append(self.decide(hit))
+        return decided
+
+
+def _key(day: dt.date, parameters: Mapping[str, Any]) -> tuple[dt.date, str]:
+    return day, json.dumps(dict(parameters), sort_keys=True, default=str)
+
+
+def _expected_outcome(paths: StatePaths, day: dt.date) -> tuple[bool, int]:
+    """A guess of a pending day's verdict: accepted, with its file's row count (from the
+    Parquet footer); an unreadable file is rejected."""
+    import pyarrow.parquet as pq
+
+    try:
+        return True, int(pq.ParquetFile(partition_path(paths, day)).metadata.num_rows)
+    except Exception:
+        return False, 0
+
+
+def _with_index(paths: StatePaths, decided: list[_Checked], run: PartitionMap) -> list[_Checked]:
+    """Build the Data Docs index once for the batch (on the cluster when there is one,
+    whose workers have Great Expectations imported); the outcomes with their pages."""
+    result_ids = [c.outcome.result_id for c in decided if c.outcome.result_id]
+    if not result_ids:
+        return decided
+    pages = run.call(functools.partial(_build_index, paths, result_ids))
+    return [
+        dataclasses.replace(
+            c, outcome=dataclasses.replace(c.outcome, data_docs=pages.get(c.outcome.result_id))
+        )
+        if c.outcome.result_id
+        else c
+        for c in decided
+    ]
+
+
+def _build_index(paths: StatePaths, result_ids: list[str]) -> dict[str, Path | None]:
+    """The suite's page and the site's index; a page of ``result_ids`` that is missing
+    (another process's index build may remove a page it has not seen the result of) is
+    rendered again. Returns each result's page."""
+    from great_expectations.core import ExpectationSuite
+    from great_expectations.data_context.types.resource_identifiers import (
+        ExpectationSuiteIdentifier,
+        ValidationResultIdentifier,
+    )
+
+    context = _context(paths)
+    context.suites.add(ExpectationSuite(**copy.deepcopy(load_suite(RAW_SUITE))))
+    keys = {rid: ValidationResultIdentifier.from_tuple(tuple(rid.split("/"))) for rid in result_ids}
+
+    def page(key: Any) -> Path | None:
+        urls = context.get_docs_sites_urls(resource_identifier=key, site_name=_SITE)
+        url = urls[0].get("site_url") if urls else None
+        return _url_path(str(url)) if url else None
+
+    missing = [key for key in keys.values() if page(key) is None]
+    context.build_data_docs(
+        site_names=[_SITE],
+        resource_identifiers=[ExpectationSuiteIdentifier(name=RAW_SUITE), *missing],
+        build_index=True,
+    )
+    return {rid: page(key) for rid, key in keys.items()}
 
 
 def validate_training_set(
