@@ -10,7 +10,14 @@ champion's data and its signal starts CT. At the end a table shows every run.
 Everything goes to a fresh state folder (``state/level1-demo`` by default), so the demo
 starts from nothing each time.
 
-Run: ``make demo-level1`` (or ``python -m pipelines.level1_continuous_training.demo``).
+On a profile whose MLflow, Feast registry or online store are servers shared between
+runs (``FRAUD_PROFILE=production``, after ``make prod-up``), the demo uses names of its
+own there (``DEMO_NAMES``: a registered model, experiments and a Feast project) and
+resets them first, so it starts from nothing there too; its flows show in the Prefect
+server's UI and its service asks for an API key (``FRAUD_API_KEY``, generated when unset).
+
+Run: ``make demo-level1`` (or ``python -m pipelines.level1_continuous_training.demo``);
+``FRAUD_PROFILE=production make demo-level1`` on the production stack.
 """
 
 from __future__ import annotations
@@ -19,12 +26,21 @@ import argparse
 import contextlib
 import datetime as dt
 import os
+import secrets
 import shutil
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
-from fraud_detection.config import StatePaths, load_simulate_config, project_dir
+from fraud_detection.config import (
+    Profile,
+    Secrets,
+    StatePaths,
+    load_profile,
+    load_simulate_config,
+    project_dir,
+)
 
 # The demo world: small enough to retrain in seconds, a 3-day label delay so that
 # drifted labels arrive within the demo, drift and a broken feed on fixed days.
@@ -50,16 +66,27 @@ NOTES = {
     WORLD["scenario"]["broken_feed"]["day"] + 1: " (from a broken feed)",
 }
 BATCH = 500  # transactions per POST /predict/batch when replaying a day
+# The demo's own names on servers that keep state between runs (MLflow, Feast's registry,
+# Redis): reset at the start, so production's model, runs and features are never touched.
+DEMO_NAMES = {
+    "FRAUD_PROFILE__MLFLOW__MODEL_NAME": "fraud-detector-demo",
+    "FRAUD_PROFILE__MLFLOW__EXPERIMENT": "fraud-detection-demo",
+    "FRAUD_MONITORING__EXPERIMENT": "fraud-monitoring-demo",
+    "FRAUD_PROFILE__FEAST__PROJECT": "fraud_detection_demo",
+}
 
 
 class LiveService:
     """A client of the running ``fraud serve`` (started by :func:`_start_service`)."""
 
-    def __init__(self, url: str, log: Path) -> None:
+    def __init__(self, url: str, log: Path, api_key: str | None = None) -> None:
         import httpx
 
+        from fraud_detection.serving.app import API_KEY_HEADER
+
         self.url, self.log = url, log
-        self.client = httpx.Client(base_url=url, timeout=30.0)
+        headers = {API_KEY_HEADER: api_key} if api_key else {}
+        self.client = httpx.Client(base_url=url, timeout=30.0, headers=headers)
         self.errors = 0
 
     def version(self) -> str:
@@ -123,6 +150,109 @@ def _show(answer: dict[str, Any]) -> str:
     )
 
 
+def _uses_shared_servers(profile: Profile) -> bool:
+    """Whether the profile keeps MLflow or Feast state on servers that outlive the state
+    folder (the production stack): then the demo needs names of its own there."""
+    from fraud_detection import stack
+
+    return (
+        bool(stack.servers(profile))
+        or profile.mlflow_tracking_uri.startswith(("http://", "https://"))
+        or bool(profile.feast.registry_url)
+        or profile.feast.online_store == "redis"
+    )
+
+
+def _prefect_ui(api_url: str) -> str:
+    """The Prefect UI's address for its API's (``http://host:4200/api`` → ``…:4200``)."""
+    return api_url.rstrip("/").removesuffix("/api")
+
+
+def _print_setup(profile: Profile, state: Path, shared: bool) -> None:
+    """Which profile and which servers the demo uses, to watch it in their UIs."""
+    if not shared:
+        print(
+            f"profile {profile.name!r}: no servers; MLflow (SQLite), Feast (SQLite) and the "
+            f"run records all under {state}, Prefect a temporary local server"
+        )
+        return
+    from fraud_detection import stack
+
+    print(f"profile {profile.name!r}: servers shared between runs, the demo under its own names")
+    for line in stack.describe(profile):
+        print(f"  {line}")
+    print(
+        f"  the demo's names: MLflow model {profile.mlflow.model_name!r}, experiments "
+        f"{profile.mlflow.experiment!r} and {DEMO_NAMES['FRAUD_MONITORING__EXPERIMENT']!r}; "
+        f"Feast project {profile.feast.project!r}"
+    )
+    watch = []
+    if (tracking := profile.mlflow_tracking_uri).startswith(("http://", "https://")):
+        watch.append(f"MLflow {tracking.rstrip('/')}/#/models/{profile.mlflow.model_name}")
+    if api := os.environ.get("PREFECT_API_URL") or profile.prefect.api_url:
+        watch.append(f"Prefect {_prefect_ui(api)}/runs")
+    if watch:
+        print(f"  watch it in the UIs: {', '.join(watch)}")
+
+
+def _reset_shared(profile: Profile, paths: StatePaths) -> None:
+    """Start from nothing on the shared servers, within the demo's names only: its
+    registered model (every version), the runs of its experiments (the experiments stay:
+    MLflow cannot re-create a deleted experiment's name until it is purged), and its
+    Feast project's online rows and registry entries."""
+    from mlflow import MlflowClient
+
+    uri = profile.mlflow_tracking_uri
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    name = profile.mlflow.model_name
+    found = client.search_registered_models(filter_string=f"name = '{name}'")
+    if found:
+        versions = len(client.search_model_versions(f"name = '{name}'"))
+        client.delete_registered_model(name)
+        print(f"reset: deleted MLflow model {name!r} and its {versions} version(s)")
+    runs = 0
+    for experiment in (profile.mlflow.experiment, DEMO_NAMES["FRAUD_MONITORING__EXPERIMENT"]):
+        if (found_experiment := client.get_experiment_by_name(experiment)) is None:
+            continue
+        token = None
+        while True:
+            page = client.search_runs(
+                [found_experiment.experiment_id], max_results=1000, page_token=token
+            )
+            for run in page:
+                client.delete_run(run.info.run_id)
+            runs += len(page)
+            if not (token := page.token):
+                break
+    if runs:
+        print(f"reset: deleted the {runs} run(s) earlier demos left in the demo's experiments")
+    _reset_feast_project(profile, paths)
+
+
+def _reset_feast_project(profile: Profile, paths: StatePaths) -> None:
+    """Delete the demo's Feast project: its online rows, then its registry entries.
+
+    Scoped to the project by hand because Feast 0.67 is not: ``FeatureStore.teardown()``
+    deletes *every* project of the registry (production's too), and ``delete_project``
+    keeps the project's feature-view version history, so applying the same views again
+    fails (duplicate version 0); ``delete_feature_view`` removes a view's history with it.
+    The definitions are applied first, so every view's online rows are found even when
+    the registry lost them.
+    """
+    from fraud_detection.features.store import open_store
+
+    store = open_store(paths, apply=True, feast_settings=profile.feast)
+    views = store.list_feature_views()
+    store.provider.teardown_infra(store.project, views, store.list_entities())
+    for view in [*views, *store.list_on_demand_feature_views()]:
+        store.delete_feature_view(view.name)
+    store.registry.delete_project(store.project)
+    print(
+        f"reset: deleted Feast project {store.project!r}: the online rows of its "
+        f"{len(views)} feature views, then its registry entries"
+    )
+
+
 def _simulate(paths: StatePaths, days: int) -> None:
     from fraud_detection.data.simulator import write_simulation
 
@@ -147,27 +277,51 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     state = args.state_dir.resolve()
-    shutil.rmtree(state, ignore_errors=True)
-    os.environ["FRAUD_PROFILE__STATE_DIR"] = str(state)  # MLflow, Feast, Prefect: all in here
+    # Before anything else loads the profile: the state folder, and on shared servers the
+    # demo's own names there (every later load_profile() in this process and its
+    # children, the service included, sees them).
+    os.environ["FRAUD_PROFILE__STATE_DIR"] = str(state)  # partitions, features, reports
+    shared = _uses_shared_servers(load_profile())
+    if shared:
+        os.environ.update(DEMO_NAMES)
+        # MLflow prints two links per run to a tracking server; the UIs are named above.
+        os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
+    profile = load_profile()
+    _print_setup(profile, state, shared)
 
+    from fraud_detection import stack
     from fraud_detection.training.cli import prefect_environment
 
+    paths = StatePaths(root=state)
+    started = time.perf_counter()
+    if shared:
+        try:
+            stack.preflight(profile)  # a server that does not answer: one line, now
+        except stack.StackError as exc:
+            print(f"error: {exc}")
+            return 1
+        # Importing Feast turns on every library's DeprecationWarnings process-wide (a
+        # warnings filter at import); the filters are put back after the reset.
+        with warnings.catch_warnings():
+            _reset_shared(profile, paths)
+    shutil.rmtree(state, ignore_errors=True)
     prefect_environment(state)
     from fraud_detection.training.ct import read_records, records_table
     from pipelines.level1_continuous_training import flows
 
-    paths = StatePaths(root=state)
-    started = time.perf_counter()
     print(f"simulating the first {FIRST_DAYS} days into {state}")
     _simulate(paths, FIRST_DAYS)
-    print("starting Prefect (a temporary local server, ~20 s)…")
+    if api := os.environ.get("PREFECT_API_URL"):
+        print(f"flows report to the Prefect server at {api} (UI: {_prefect_ui(api)})")
+    else:
+        print("starting Prefect (a temporary local server, ~20 s)…")
     flows.ct_flow(trigger="on_demand", state_dir=str(state))
     print(f"day {FIRST_DAYS}: first CT run (on demand) done")
 
     monitoring: list[dict[str, Any]] = []
     triggered = False  # monitoring runs daily until one of its signals has started CT
-    with contextlib.ExitStack() as stack:  # stops the service, whatever happens
-        service = None if args.no_serving else _start_service(state, paths, stack)
+    with contextlib.ExitStack() as cleanup:  # stops the service, whatever happens
+        service = None if args.no_serving else _start_service(state, paths, cleanup, profile)
         for day in range(FIRST_DAYS + 1, args.days + 1):
             _simulate(paths, day)
             note = NOTES.get(day, "")
@@ -180,6 +334,8 @@ def main(argv: list[str] | None = None) -> int:
                     f"{flagged} flagged as fraud; {service.state_writes() - writes:,} card-state "
                     "writes, so each card's next transaction saw the ones before it"
                 )
+            # The champion served before today's runs (a signal's run may promote too).
+            serving_before = None if service is None else service.version()
             if service is not None and day >= MONITOR_FROM and not triggered:
                 print(f"day {day}: monitoring compares the served traffic with the champion's data")
                 result = flows.monitoring_flow(state_dir=str(state))
@@ -191,7 +347,6 @@ def main(argv: list[str] | None = None) -> int:
                         f"day {day}: the signal started CT on the new partition{note} "
                         "(trigger: drift or performance in the table)"
                     )
-            serving_before = None if service is None else service.version()
             if not trained_today:
                 print(f"day {day}: a new partition landed{note}; the new-data sensor starts CT")
                 flows.new_data_sensor(state_dir=str(state))
@@ -208,7 +363,13 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(f"done in {time.perf_counter() - started:.0f} s. Where to look:")
     print(f"  run records:  {state / 'ct' / 'runs.jsonl'}  (fraud ct history --state-dir {state})")
-    print(f"  MLflow UI:    mlflow ui --backend-store-uri sqlite:///{state}/mlflow/mlflow.db")
+    tracking = profile.mlflow_tracking_uri
+    if tracking.startswith(("http://", "https://")):
+        print(f"  MLflow UI:    {tracking}  (model {profile.mlflow.model_name})")
+    else:
+        print(f"  MLflow UI:    mlflow ui --backend-store-uri {tracking}")
+    if api := os.environ.get("PREFECT_API_URL"):
+        print(f"  Prefect UI:   {_prefect_ui(api)}  (flow runs)")
     print(f"  Data Docs:    {state / 'gx' / 'data_docs' / 'index.html'}")
     if service is not None:
         print(f"  predictions:  {state / 'serving' / 'predictions'}  (the service's log)")
@@ -218,14 +379,20 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _start_service(state: Path, paths: StatePaths, stack: contextlib.ExitStack) -> LiveService:
-    """``fraud serve`` on a free port (as the delivery checks start it), until ``stack`` ends."""
+def _start_service(
+    state: Path, paths: StatePaths, cleanup: contextlib.ExitStack, profile: Profile
+) -> LiveService:
+    """``fraud serve`` on a free port (as the delivery checks start it), until ``cleanup``
+    ends. A profile that requires an API key gets ``FRAUD_API_KEY``, or one made up for
+    this service (its process inherits the environment) when it is not set."""
     from fraud_detection.serving.delivery import started_service
 
+    api_key = _api_key(profile)
     print("starting the prediction service (fraud serve) on the champion…")
     log = state / "serving" / "demo-service.log"
-    service = LiveService(stack.enter_context(started_service(state, log, 120.0, print)), log)
-    stack.callback(service.client.close)
+    url = cleanup.enter_context(started_service(state, log, 120.0, print))
+    service = LiveService(url, log, api_key)
+    cleanup.callback(service.client.close)
     ready = service.client.get("/ready").json()
     print(f"service ready at {service.url} (API docs: {service.url}/docs): {ready}")
     for body in _day_requests(paths, FIRST_DAYS - 1, shift_days=1)[:3]:
@@ -234,6 +401,23 @@ def _start_service(state: Path, paths: StatePaths, stack: contextlib.ExitStack) 
             f"{body['merchant_id']}: {_show(service.predict(body))}"
         )
     return service
+
+
+def _api_key(profile: Profile) -> str | None:
+    """The key the service requires (``None``: it requires none): ``FRAUD_API_KEY``, else
+    one made up for the demo's service, set in the environment its process inherits."""
+    if not profile.serving.api_key_required:
+        return None
+    secret = Secrets().api_key
+    if secret is not None and secret.get_secret_value():
+        return str(secret.get_secret_value())
+    key = secrets.token_urlsafe(24)
+    os.environ["FRAUD_API_KEY"] = key
+    print(
+        f"profile {profile.name!r} requires an API key and FRAUD_API_KEY is not set: the demo "
+        "made one up for its service; its client sends it in the X-API-Key header"
+    )
+    return key
 
 
 def _follow_promotion(service: LiveService, paths: StatePaths, day: int, before: str) -> None:
