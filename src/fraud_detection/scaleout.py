@@ -238,10 +238,14 @@ def _quiet_distributed() -> Iterator[None]:
 
 @contextlib.contextmanager
 def _local_client(settings: DaskSettings) -> Iterator[Client]:
+    import dask
     from distributed import Client, LocalCluster
 
     with (
         _quiet_distributed(),
+        # The workers' statistical profiler samples every stack 100 times a second for a
+        # dashboard a job's cluster does not have (the workers get this config at spawn).
+        dask.config.set({"distributed.worker.profile.enabled": False}),
         LocalCluster(
             n_workers=settings.workers,
             threads_per_worker=settings.threads_per_worker,
