@@ -79,8 +79,11 @@ def simulate(
     corruption: Annotated[
         str | None,
         typer.Option(
-            help="nulls, wrong_types, negative_amounts, duplicate_ids, missing_column, "
-            "renamed_column or future_timestamps."
+            help="Schema-level: nulls, wrong_types, negative_amounts, duplicate_ids, "
+            "missing_column, renamed_column, future_timestamps. Value-level (schema intact): "
+            "amount_in_cents, amount_sentinel, stuck_card, zeroed_coordinates, "
+            "flipped_longitude, timezone_shift, channel_missing, category_default, "
+            "unknown_cards, unknown_merchants, replayed_day, default_ip_location."
         ),
     ] = None,
     state_dir: Annotated[

@@ -128,7 +128,8 @@ def _misspelt_variables(model: type[BaseModel]) -> list[str]:
 # --------------------------------------------------------------------------- jobs
 
 
-CORRUPTIONS = (
+# Schema-level corruptions (the partition breaks the raw contract) ...
+SCHEMA_CORRUPTIONS = (
     "nulls",
     "wrong_types",
     "negative_amounts",
@@ -137,6 +138,22 @@ CORRUPTIONS = (
     "renamed_column",
     "future_timestamps",
 )
+# ... and value-level ones (the contract holds; the values are wrong): the value-skew stage.
+VALUE_CORRUPTIONS = (
+    "amount_in_cents",
+    "amount_sentinel",
+    "stuck_card",
+    "zeroed_coordinates",
+    "flipped_longitude",
+    "timezone_shift",
+    "channel_missing",
+    "category_default",
+    "unknown_cards",
+    "unknown_merchants",
+    "replayed_day",
+    "default_ip_location",
+)
+CORRUPTIONS = SCHEMA_CORRUPTIONS + VALUE_CORRUPTIONS
 Corruption = Literal[
     "nulls",
     "wrong_types",
@@ -145,6 +162,18 @@ Corruption = Literal[
     "missing_column",
     "renamed_column",
     "future_timestamps",
+    "amount_in_cents",
+    "amount_sentinel",
+    "stuck_card",
+    "zeroed_coordinates",
+    "flipped_longitude",
+    "timezone_shift",
+    "channel_missing",
+    "category_default",
+    "unknown_cards",
+    "unknown_merchants",
+    "replayed_day",
+    "default_ip_location",
 ]
 
 
@@ -195,6 +224,11 @@ class SimulateConfig(_FileSettings):
             raise ValueError(
                 f"scenario.broken_feed.day={broken.day} is outside the {self.days} "
                 f"simulated days (0..{self.days - 1})"
+            )
+        if broken.enabled and broken.corruption == "replayed_day" and broken.day == 0:
+            raise ValueError(
+                "scenario.broken_feed.corruption=replayed_day replays the day before: "
+                "scenario.broken_feed.day must be 1 or later"
             )
         return self
 

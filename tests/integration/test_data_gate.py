@@ -19,7 +19,7 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from fraud_detection.config import CORRUPTIONS, SimulateConfig, StatePaths
+from fraud_detection.config import SCHEMA_CORRUPTIONS, SimulateConfig, StatePaths
 from fraud_detection.data.schema import TRANSACTION_COLUMNS
 from fraud_detection.data.simulator import build_world, corrupt, simulate_day, write_simulation
 from fraud_detection.features.engineering import (
@@ -164,7 +164,7 @@ MATRIX: dict[str, tuple[Callable[[pd.DataFrame], pd.DataFrame], list[str]]] = {
     "latitude_out_of_range": (_set("latitude", 123.0), ["latitude: values between -90 and 90"]),
     "amount_too_large": (_set("amount", 75_000.0), ["amount: values between", "75000"]),
 }
-assert set(CORRUPTIONS) <= set(MATRIX), "every simulator corruption is in the matrix"
+assert set(SCHEMA_CORRUPTIONS) <= set(MATRIX), "every schema corruption is in the matrix"
 
 
 @pytest.mark.parametrize("case", list(MATRIX))

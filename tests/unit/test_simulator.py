@@ -16,7 +16,13 @@ from sklearn.preprocessing import StandardScaler
 from typer.testing import CliRunner
 
 from fraud_detection import cli
-from fraud_detection.config import CORRUPTIONS, SimulateConfig, StatePaths
+from fraud_detection.config import (
+    CORRUPTIONS,
+    SCHEMA_CORRUPTIONS,
+    VALUE_CORRUPTIONS,
+    SimulateConfig,
+    StatePaths,
+)
 from fraud_detection.data.schema import (
     CARD_COLUMNS,
     CHANNELS,
@@ -297,7 +303,7 @@ def test_fraud_pattern_drift_switches_to_card_testing_from_start_day_only() -> N
 # ------------------------------------------------------------------ broken feed
 
 
-@pytest.mark.parametrize("corruption", CORRUPTIONS)
+@pytest.mark.parametrize("corruption", SCHEMA_CORRUPTIONS)
 def test_each_corruption_does_what_its_name_says(corruption: str) -> None:
     config = _config()
     clean, _ = simulate_day(build_world(config), config, 1)
@@ -326,6 +332,66 @@ def test_each_corruption_does_what_its_name_says(corruption: str) -> None:
         pytest.fail(f"no check for {corruption}")
     assert len(clean.columns) == len(TRANSACTION_COLUMNS)  # the input is left alone
     assert _dtypes(clean) == TRANSACTION_COLUMNS
+
+
+def test_corruptions_are_schema_and_value_ones() -> None:
+    assert set(CORRUPTIONS) == set(SCHEMA_CORRUPTIONS) | set(VALUE_CORRUPTIONS)
+    assert len(VALUE_CORRUPTIONS) >= 10
+
+
+# value-level corruption -> (column it damages, how the damage shows)
+_VALUE_DAMAGE = {
+    "amount_in_cents": ("amount", lambda c, b: np.allclose(b["amount"], c["amount"] * 100)),
+    "amount_sentinel": ("amount", lambda c, b: (b["amount"] == 9999.99).mean() > 0.1),
+    "stuck_card": ("card_id", lambda c, b: b["card_id"].value_counts().iloc[0] > 0.2 * len(b)),
+    "zeroed_coordinates": ("latitude", lambda c, b: (b["latitude"] == 0).mean() > 0.1),
+    "flipped_longitude": ("longitude", lambda c, b: (b["longitude"] > 0).all()),
+    "timezone_shift": (
+        "event_timestamp",
+        lambda c, b: b["event_timestamp"].dt.hour.mean() != c["event_timestamp"].dt.hour.mean(),
+    ),
+    "channel_missing": ("channel", lambda c, b: "contactless" not in set(b["channel"])),
+    "category_default": (
+        "merchant_category",
+        lambda c, b: (b["merchant_category"] == "grocery").mean() > 0.4,
+    ),
+    "unknown_cards": ("card_id", lambda c, b: b["card_id"].max() > 10_000_000),
+    "unknown_merchants": ("merchant_id", lambda c, b: b["merchant_id"].max() > 10_000_000),
+    "replayed_day": ("transaction_id", lambda c, b: b["transaction_id"].str[:9].nunique() == 2),
+    "default_ip_location": ("latitude", lambda c, b: (b["latitude"] == 37.751).mean() > 0.1),
+}
+
+
+@pytest.mark.parametrize("corruption", VALUE_CORRUPTIONS)
+def test_value_corruptions_keep_the_schema_and_change_the_values(corruption: str) -> None:
+    config = _config()
+    world = build_world(config)
+    before, _ = simulate_day(world, config, 0)
+    clean, _ = simulate_day(world, config, 1)
+    start = pd.Timestamp(config.start_date + dt.timedelta(days=1), tz="UTC")
+
+    broken = corrupt(clean, corruption, np.random.default_rng(0), previous=before)
+
+    column, shows = _VALUE_DAMAGE[corruption]
+    assert shows(clean, broken), corruption
+    assert not broken[column].equals(clean[column])
+    assert _dtypes(broken) == TRANSACTION_COLUMNS  # the contract still holds
+    assert not broken.isna().any().any()
+    assert broken["transaction_id"].is_unique
+    assert broken["event_timestamp"].between(start, start + pd.Timedelta(days=1)).all()
+    assert _dtypes(clean) == TRANSACTION_COLUMNS  # the input is left alone
+
+
+def test_replayed_day_is_simulated_from_the_day_before() -> None:
+    config = _broken("replayed_day", day=2)
+    world = build_world(config)
+    before, _ = simulate_day(world, _config(), 1)
+
+    broken, _ = simulate_day(world, config, 2)
+
+    assert broken["transaction_id"].isin(before["transaction_id"]).mean() > 0.2
+    with pytest.raises(ValueError, match="day must be 1 or later"):
+        _broken("replayed_day", day=0)
 
 
 def test_unknown_corruption_is_refused() -> None:

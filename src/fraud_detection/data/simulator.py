@@ -46,7 +46,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from fraud_detection.config import CORRUPTIONS, SimulateConfig, StatePaths
+from fraud_detection.config import CORRUPTIONS, VALUE_CORRUPTIONS, SimulateConfig, StatePaths
 from fraud_detection.data.schema import (
     CARD_TYPES,
     CHANNELS,
@@ -622,10 +622,19 @@ def simulate_day(
     )
     broken = config.scenario.broken_feed
     if broken.enabled and day == broken.day:
+        previous = None
+        if broken.corruption == "replayed_day":  # the day before, as it was delivered
+            clean = config.scenario.model_copy(
+                update={"broken_feed": broken.model_copy(update={"enabled": False})}
+            )
+            previous = simulate_day(world, config.model_copy(update={"scenario": clean}), day - 1)[
+                0
+            ]
         transactions = corrupt(
             transactions,
             broken.corruption,
             np.random.default_rng([config.seed, _CORRUPT_STREAM, day]),
+            previous,
         )
     return transactions, labels
 
@@ -641,14 +650,40 @@ def _some(rng: np.random.Generator, n: int, share: float) -> BoolArray:
     return mask
 
 
-def corrupt(transactions: pd.DataFrame, corruption: str, rng: np.random.Generator) -> pd.DataFrame:
+# Where an IP-geolocation database puts an address it cannot place (the centre of the US).
+_DEFAULT_IP_LOCATION = (37.751, -97.822)
+_LOCAL_UTC_OFFSET_H = 5  # timezone_shift: US Eastern time written as if it were UTC
+_UNKNOWN_ID_OFFSET = 10_000_000  # ids from a range the reference tables do not hold
+SENTINEL_AMOUNT = 9999.99
+
+
+def corrupt(
+    transactions: pd.DataFrame,
+    corruption: str,
+    rng: np.random.Generator,
+    previous: pd.DataFrame | None = None,
+) -> pd.DataFrame:
     """A copy of a transaction partition damaged the way ``corruption`` names.
 
-    nulls: ~3 % nulls in amount, card_id and merchant_category; wrong_types: amount as
-    strings; negative_amounts: ~5 % amounts negated; duplicate_ids: ~2 % of rows reuse
-    another row's id; missing_column: ``amount`` or ``merchant_category`` dropped;
-    renamed_column: ``amount`` renamed ``amt``; future_timestamps: ~3 % of timestamps
-    moved 1-30 days ahead.
+    Schema-level (:data:`~fraud_detection.config.SCHEMA_CORRUPTIONS`): nulls: ~3 % nulls
+    in amount, card_id and merchant_category; wrong_types: amount as strings;
+    negative_amounts: ~5 % amounts negated; duplicate_ids: ~2 % of rows reuse another
+    row's id; missing_column: ``amount`` or ``merchant_category`` dropped; renamed_column:
+    ``amount`` renamed ``amt``; future_timestamps: ~3 % of timestamps moved 1-30 days ahead.
+
+    Value-level (:data:`~fraud_detection.config.VALUE_CORRUPTIONS`; the schema still
+    holds, feed failures seen in practice): amount_in_cents: every amount x100 (the feed
+    switched to minor units); amount_sentinel: ~20 % of amounts are 9999.99 (a placeholder
+    for "unknown"); stuck_card: ~30 % of rows carry one card_id (a writer reusing a
+    buffer); zeroed_coordinates: ~25 % of rows at (0, 0) (a failed geocoder);
+    flipped_longitude: longitudes' sign flipped (west written as east); timezone_shift:
+    local time (UTC-5) labelled UTC, times moved 5 h back inside the day;
+    channel_missing: contactless reported as in_store (an enum mapping lost a value);
+    category_default: ~50 % of categories replaced by "grocery" (a failed lookup's
+    default); unknown_cards / unknown_merchants: ~5 % of ids from a range the reference
+    tables do not hold; replayed_day: ~30 % of rows are ``previous`` (the day before)
+    delivered again with their ids, re-stamped into this day; default_ip_location:
+    online purchases geolocated to the IP database's default point.
     """
     df = transactions.copy()
     n = len(df)
@@ -682,9 +717,101 @@ def corrupt(transactions: pd.DataFrame, corruption: str, rng: np.random.Generato
         mask = _some(rng, n, 0.03)
         shift = pd.to_timedelta(rng.integers(1, 31, int(mask.sum())), unit="D")
         df.loc[mask, "event_timestamp"] = df.loc[mask, "event_timestamp"] + shift
+    elif corruption in _VALUE_DAMAGE:
+        df = _VALUE_DAMAGE[corruption](df, rng, previous)
     else:
         raise ValueError(f"unknown corruption {corruption!r}: choose from {', '.join(CORRUPTIONS)}")
     return df
+
+
+def _amount_in_cents(df: pd.DataFrame, rng: np.random.Generator, _: Any) -> pd.DataFrame:
+    return df.assign(amount=df["amount"] * 100.0)
+
+
+def _amount_sentinel(df: pd.DataFrame, rng: np.random.Generator, _: Any) -> pd.DataFrame:
+    df.loc[_some(rng, len(df), 0.2), "amount"] = SENTINEL_AMOUNT
+    return df
+
+
+def _stuck_card(df: pd.DataFrame, rng: np.random.Generator, _: Any) -> pd.DataFrame:
+    if len(df):
+        df.loc[_some(rng, len(df), 0.3), "card_id"] = int(df["card_id"].iloc[0])
+    return df
+
+
+def _zeroed_coordinates(df: pd.DataFrame, rng: np.random.Generator, _: Any) -> pd.DataFrame:
+    df.loc[_some(rng, len(df), 0.25), ["latitude", "longitude"]] = 0.0
+    return df
+
+
+def _flipped_longitude(df: pd.DataFrame, rng: np.random.Generator, _: Any) -> pd.DataFrame:
+    return df.assign(longitude=-df["longitude"])
+
+
+def _timezone_shift(df: pd.DataFrame, rng: np.random.Generator, _: Any) -> pd.DataFrame:
+    ts = df["event_timestamp"]
+    if len(df):
+        start = ts.min().floor("D")
+        day = pd.Timedelta(days=1)
+        shifted = start + (ts - start - pd.Timedelta(hours=_LOCAL_UTC_OFFSET_H)) % day
+        df["event_timestamp"] = shifted.dt.as_unit("us")
+    return df
+
+
+def _channel_missing(df: pd.DataFrame, rng: np.random.Generator, _: Any) -> pd.DataFrame:
+    df.loc[df["channel"] == "contactless", "channel"] = "in_store"
+    return df
+
+
+def _category_default(df: pd.DataFrame, rng: np.random.Generator, _: Any) -> pd.DataFrame:
+    df.loc[_some(rng, len(df), 0.5), "merchant_category"] = "grocery"
+    return df
+
+
+def _unknown(column: str) -> Callable[[pd.DataFrame, np.random.Generator, Any], pd.DataFrame]:
+    def damage(df: pd.DataFrame, rng: np.random.Generator, _: Any) -> pd.DataFrame:
+        mask = _some(rng, len(df), 0.05)
+        df.loc[mask, column] = df.loc[mask, column] + _UNKNOWN_ID_OFFSET
+        return df
+
+    return damage
+
+
+def _replayed_day(
+    df: pd.DataFrame, rng: np.random.Generator, previous: pd.DataFrame | None
+) -> pd.DataFrame:
+    if previous is None or not len(previous):
+        raise ValueError("replayed_day needs the day before (previous=...)")
+    k = min(int(0.3 * len(df)), len(previous))
+    again = previous.iloc[np.sort(rng.choice(len(previous), k, replace=False))].copy()
+    shift = df["event_timestamp"].min().floor("D") - again["event_timestamp"].min().floor("D")
+    again["event_timestamp"] = again["event_timestamp"] + shift
+    kept = df.iloc[np.sort(rng.choice(len(df), len(df) - k, replace=False))]
+    out = pd.concat([kept, again], ignore_index=True)
+    return out.sort_values("event_timestamp", kind="stable", ignore_index=True)
+
+
+def _default_ip_location(df: pd.DataFrame, rng: np.random.Generator, _: Any) -> pd.DataFrame:
+    online = df["channel"] == "online"
+    df.loc[online, "latitude"], df.loc[online, "longitude"] = _DEFAULT_IP_LOCATION
+    return df
+
+
+_VALUE_DAMAGE: dict[str, Callable[[pd.DataFrame, np.random.Generator, Any], pd.DataFrame]] = {
+    "amount_in_cents": _amount_in_cents,
+    "amount_sentinel": _amount_sentinel,
+    "stuck_card": _stuck_card,
+    "zeroed_coordinates": _zeroed_coordinates,
+    "flipped_longitude": _flipped_longitude,
+    "timezone_shift": _timezone_shift,
+    "channel_missing": _channel_missing,
+    "category_default": _category_default,
+    "unknown_cards": _unknown("card_id"),
+    "unknown_merchants": _unknown("merchant_id"),
+    "replayed_day": _replayed_day,
+    "default_ip_location": _default_ip_location,
+}
+assert set(_VALUE_DAMAGE) == set(VALUE_CORRUPTIONS)
 
 
 # --------------------------------------------------------------------------- writing

@@ -41,14 +41,11 @@ def _paths(state_dir: Path | None) -> StatePaths:
 
 def _report(outcome: ValidationOutcome) -> None:
     verdict = "accepted" if outcome.success else "REJECTED"
-    detail = (
-        f"{outcome.evaluated} expectations"
-        if outcome.success
-        else f"{outcome.failed} of {outcome.evaluated} expectations failed"
-    )
-    typer.echo(f"{outcome.batch}: {verdict} ({outcome.rows:,} rows, {detail})")
+    typer.echo(f"{outcome.batch}: {verdict} ({outcome.rows:,} rows, {outcome.verdict()})")
     for line in outcome.failure_lines():
         typer.echo(f"  - {line}")
+    for line in outcome.warning_lines():  # the value-skew stage's warnings and skips
+        typer.echo(f"  ! {line}")
     if outcome.data_docs:
         typer.echo(f"  Data Docs: {outcome.data_docs}")
     typer.echo(f"  record:    {outcome.record}")

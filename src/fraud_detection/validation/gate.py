@@ -56,6 +56,14 @@ from fraud_detection.validation.suites import (
     raw_parameters,
     training_parameters,
 )
+from fraud_detection.validation.values import (
+    PROFILE_VERSION,
+    Finding,
+    id_hashes,
+    partition_profile,
+    reference_findings,
+    value_findings,
+)
 
 if TYPE_CHECKING:
     from great_expectations.data_context.data_context.abstract_data_context import (
@@ -84,6 +92,7 @@ _SITE = "fraud_docs"
 _DATASOURCE = "fraud_detection"
 _READABLE = "readable_parquet"  # our own check, before GX: the file opens as Parquet
 _SUBJECTS = {"expect_table_columns_to_match_set": "columns", _READABLE: "file"}
+VALUE_CHECK = "value_"  # the prefix of the value-skew stage's checks (not GX expectations)
 _SAMPLE_KEPT = 20  # offending values kept in records (GX returns up to 20)
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _PARTITION_DIR = re.compile(r"^date=(\d{4}-\d{2}-\d{2})$")
@@ -164,10 +173,26 @@ class ValidationOutcome:
     result_id: str | None  # the GX validation result key (suite/run name/run time/batch)
     validated_at: dt.datetime
     sample_size: int = 3
+    # the value-skew stage: findings at the warn level (the batch still passes), and what
+    # the stage compared against or why it skipped checks (None: not a raw partition)
+    warnings: tuple[Failure, ...] = ()
+    values: Mapping[str, Any] | None = None
 
     @property
     def failed(self) -> int:
         return len(self.failures)
+
+    def verdict(self) -> str:
+        """``3 of 30 expectations failed`` (plus ``, 2 value checks failed`` if any)."""
+        values = sum(f.expectation.startswith(VALUE_CHECK) for f in self.failures)
+        schema = self.failed - values
+        if self.success:
+            text = f"{self.evaluated} expectations"
+        elif schema:
+            text = f"{schema} of {self.evaluated} expectations failed"
+        else:
+            text = f"{self.evaluated} expectations passed"
+        return text + (f", {values} value checks failed" if values else "")
 
     def failure_lines(self) -> list[str]:
         """One line per failed expectation; checks of a missing column share a line."""
@@ -182,17 +207,22 @@ class ValidationOutcome:
             lines.append(f"{column}: not checked, column missing ({'; '.join(checks)})")
         return lines
 
+    def warning_lines(self) -> list[str]:
+        """One line per warning of the value-skew stage, then each check it skipped."""
+        lines = [f"warning: {w.line(self.sample_size)}" for w in self.warnings]
+        for reason in (self.values or {}).get("skipped", []):
+            lines.append(f"value checks skipped: {reason}")
+        return lines
+
     def message(self) -> str:
         """A multi-line account: verdict, each failure, then the Data Docs page."""
         if self.success:
-            head = f"{self.batch} accepted by suite {self.suite} ({self.evaluated} expectations)"
+            head = f"{self.batch} accepted by suite {self.suite} ({self.verdict()})"
         else:
-            head = (
-                f"{self.batch} rejected by suite {self.suite}: {self.failed} of "
-                f"{self.evaluated} expectations failed"
-            )
+            head = f"{self.batch} rejected by suite {self.suite}: {self.verdict()}"
         where = f"Data Docs: {self.data_docs}" if self.data_docs else f"record: {self.record}"
-        return "\n".join([head, *(f"  - {line}" for line in self.failure_lines()), where])
+        lines = [*self.failure_lines(), *self.warning_lines()]
+        return "\n".join([head, *(f"  - {line}" for line in lines), where])
 
     def raise_for_failure(self) -> None:
         """Raise :class:`DataValidationError` if the batch was rejected."""
@@ -626,22 +656,14 @@ def _outcome_record(
         "evaluated": outcome.evaluated,
         "failed": outcome.failed,
         "failures": [f.to_record() for f in outcome.failures],
+        "warnings": [w.to_record() for w in outcome.warnings],
+        "values": _jsonable(dict(outcome.values)) if outcome.values is not None else None,
         "parameters": _jsonable(dict(outcome.parameters)),
         "result_id": outcome.result_id,
         "data_docs": str(outcome.data_docs) if outcome.data_docs else None,
         "validated_at": outcome.validated_at.isoformat(),
         "source": dict(source) if source else None,
     }
-
-
-def _history_rows(paths: StatePaths, day: dt.date) -> list[int]:
-    """Row counts of the accepted partitions before ``day``, oldest first."""
-    records = _current_raw_records(paths)
-    return [
-        int(records[d]["rows"])
-        for d in sorted(records)
-        if d < day and records[d].get("success") and "rows" in records[d]
-    ]
 
 
 # ------------------------------------------------------------------ the gates
@@ -680,10 +702,22 @@ def validate_raw_partition(
     """
     cfg = config or load_validation_config()
     validated_at = _utc_now(now)
-    parameters = raw_parameters(
-        day, now=validated_at, history_rows=_history_rows(paths, day), settings=cfg.raw
-    )
-    return _record(_check_raw_partition((day, parameters), paths, validated_at, cfg, df))
+    job = _Batch(paths, validated_at, cfg).job(day)
+    return _record(_check_raw_partition(job, paths, validated_at, cfg, df))
+
+
+# (day, suite parameters, the (day, profile) of the accepted partitions the value checks
+# compare with); the parameters name those days, so equal parameters mean an equal job.
+_Job = tuple[dt.date, dict[str, Any], tuple[tuple[dt.date, Mapping[str, Any]], ...]]
+
+
+@dataclass(frozen=True)
+class _Seen:
+    """What the ledger knows of a judged day."""
+
+    accepted: bool
+    rows: int
+    profile: Mapping[str, Any] | None  # the value-skew statistics (schema-valid days)
 
 
 @dataclass(frozen=True)
@@ -693,10 +727,12 @@ class _Checked:
     day: dt.date
     outcome: ValidationOutcome
     source: dict[str, Any] | None
+    profile: dict[str, Any] | None = None
 
 
 def _record(checked: _Checked) -> ValidationOutcome:
-    return _finish(checked.outcome, {"partition": checked.day.isoformat()}, checked.source)
+    extra = {"partition": checked.day.isoformat(), "profile": checked.profile}
+    return _finish(checked.outcome, extra, checked.source)
 
 
 def _missing_partition(paths: StatePaths, day: dt.date) -> PartitionNotFoundError:
@@ -709,7 +745,7 @@ def _missing_partition(paths: StatePaths, day: dt.date) -> PartitionNotFoundErro
 
 
 def _check_raw_partition(
-    job: tuple[dt.date, Mapping[str, Any]],
+    job: _Job,
     paths: StatePaths,
     validated_at: dt.datetime,
     cfg: ValidationConfig,
@@ -719,7 +755,7 @@ def _check_raw_partition(
     """The gate's check of one partition with the given suite parameters, recording
     nothing (GX still keeps its result and Data Docs page; the site's index too unless
     ``with_index`` is false). Runs on a Dask worker too."""
-    day, parameters = job
+    day, parameters, history = job
     batch = f"partition {day.isoformat()}"
     record = _raw_records(paths) / f"{day.isoformat()}.json"
     source: dict[str, Any] | None = None
@@ -756,27 +792,105 @@ def _check_raw_partition(
         paths,
         RAW_SUITE,
         df,
-        parameters,
+        {k: v for k, v in parameters.items() if k != "value_history"},
         day.isoformat(),
         validated_at,
         cfg.result_format,
         with_index,
     )
+    stage = _value_stage(paths, day, df, history, cfg, schema_valid=run.success)
     outcome = ValidationOutcome(
         batch=batch,
         suite=RAW_SUITE,
-        success=run.success,
+        success=run.success and not stage.rejects,
         rows=len(df),
         evaluated=run.evaluated,
-        failures=run.failures,
+        failures=(*run.failures, *stage.rejects),
         parameters=parameters,
         record=record,
         data_docs=run.data_docs,
         result_id=run.result_id,
         validated_at=validated_at,
         sample_size=cfg.sample_size,
+        warnings=stage.warnings,
+        values=stage.summary,
     )
-    return _Checked(day, outcome, source)
+    return _Checked(day, outcome, source, stage.profile)
+
+
+@dataclass(frozen=True)
+class _ValueStage:
+    summary: dict[str, Any]
+    rejects: tuple[Failure, ...]
+    warnings: tuple[Failure, ...]
+    profile: dict[str, Any] | None
+
+
+def _reference_table(paths: StatePaths, name: str) -> pd.DataFrame | None:
+    file = paths.reference / f"{name}.parquet"
+    try:
+        return pd.read_parquet(file) if file.is_file() else None
+    except Exception:  # an unreadable table cannot vouch for anything: reported as absent
+        return None
+
+
+def _profile(
+    paths: StatePaths, df: pd.DataFrame, cfg: ValidationConfig
+) -> tuple[dict[str, Any], Any]:
+    """The partition's value-skew statistics and its sorted id hashes."""
+    hashes = id_hashes(df["transaction_id"])
+    cards = _reference_table(paths, "cards")
+    far = cfg.raw.values.far_from_home_km
+    return partition_profile(df, cards, far_km=far, hashes=hashes), hashes
+
+
+def _as_failure(finding: Finding) -> Failure:
+    return Failure(
+        expectation=f"value_{finding.check}",
+        column=finding.column,
+        expected=finding.expected(),
+        problem=finding.problem(),
+        observed=_jsonable(finding.observed),
+    )
+
+
+def _value_stage(
+    paths: StatePaths,
+    day: dt.date,
+    df: pd.DataFrame,
+    history: Sequence[tuple[dt.date, Mapping[str, Any]]],
+    cfg: ValidationConfig,
+    *,
+    schema_valid: bool,
+) -> _ValueStage:
+    """The value-skew checks of a partition (:mod:`.values`): reference tables always,
+    the history-based ones with at least ``raw.values.min_history`` accepted days."""
+    settings = cfg.raw.values
+    summary: dict[str, Any] = {"history": [d.isoformat() for d, _ in history], "skipped": []}
+    skipped: list[str] = summary["skipped"]
+    if not schema_valid:
+        skipped.append("the schema checks failed (values are compared on valid data only)")
+        return _ValueStage(summary, (), (), None)
+    profile, hashes = _profile(paths, df, cfg)
+    references: dict[str, tuple[str, pd.Index]] = {}
+    for name, column in (("cards", "card_id"), ("merchants", "merchant_id")):
+        table = _reference_table(paths, name)
+        if table is None:
+            skipped.append(f"{column}: no reference table {paths.reference / name}.parquet")
+        else:
+            references[column] = (f"reference/{name}.parquet", pd.Index(table[column]))
+    findings = reference_findings(df, references, settings)
+    if len(history) >= settings.min_history:
+        findings += value_findings(profile, history, settings, hashes)
+    else:
+        skipped.append(
+            f"history checks: {len(history)} accepted partition(s) with statistics before "
+            f"{day}, raw.values.min_history is {settings.min_history}"
+        )
+    summary["findings"] = [dataclasses.asdict(f) for f in findings]
+    rejects = tuple(_as_failure(f) for f in findings if f.level == "reject")
+    warnings = tuple(_as_failure(f) for f in findings if f.level == "warn")
+    return _ValueStage(summary, rejects, warnings, profile)
 
 
 def validate_raw_partitions(
@@ -821,24 +935,35 @@ class _Batch:
 
     def __init__(self, paths: StatePaths, validated_at: dt.datetime, cfg: ValidationConfig):
         self.paths, self.validated_at, self.cfg = paths, validated_at, cfg
-        # day -> (accepted, rows): the current records, then each day decided in order
-        self.ledger = {
-            day: (record.get("success") is True, int(record.get("rows") or 0))
+        # the current records, then each day decided in order
+        self.ledger: dict[dt.date, _Seen] = {
+            day: _Seen(
+                record.get("success") is True, int(record.get("rows") or 0), record.get("profile")
+            )
             for day, record in _current_raw_records(paths).items()
         }
 
-    def parameters(
-        self, day: dt.date, ledger: Mapping[dt.date, tuple[bool, int]] | None = None
-    ) -> dict[str, Any]:
-        """The suite parameters of ``day`` given the verdicts before it (default: the
-        decided ones)."""
+    def job(self, day: dt.date, ledger: Mapping[dt.date, _Seen] | None = None) -> _Job:
+        """The check of ``day`` given the verdicts before it (default: the decided ones):
+        its suite parameters, and the profiles of the accepted days its values meet."""
         known = self.ledger if ledger is None else ledger
-        history = [rows for d, (ok, rows) in sorted(known.items()) if d < day and ok]
-        return raw_parameters(
-            day, now=self.validated_at, history_rows=history, settings=self.cfg.raw
+        accepted = [(d, seen) for d, seen in sorted(known.items()) if d < day and seen.accepted]
+        parameters = raw_parameters(
+            day,
+            now=self.validated_at,
+            history_rows=[seen.rows for _, seen in accepted],
+            settings=self.cfg.raw,
         )
+        recent = accepted[-self.cfg.raw.history_partitions :]
+        history = tuple(
+            (d, seen.profile)
+            for d, seen in recent
+            if seen.profile and seen.profile.get("version") == PROFILE_VERSION
+        )
+        parameters["value_history"] = [d.isoformat() for d, _ in history]
+        return day, parameters, history
 
-    def check(self) -> Callable[[tuple[dt.date, Mapping[str, Any]]], _Checked]:
+    def check(self) -> Callable[[_Job], _Checked]:
         """The check of one ``(day, parameters)``, picklable for the cluster."""
         return functools.partial(
             _check_raw_partition,
@@ -849,53 +974,60 @@ class _Batch:
         )
 
     def decide(self, checked: _Checked) -> _Checked:
-        self.ledger[checked.day] = (checked.outcome.success, checked.outcome.rows)
+        outcome = checked.outcome
+        self.ledger[checked.day] = _Seen(outcome.success, outcome.rows, checked.profile)
         return checked
 
     def in_order(self, days: list[dt.date], run: PartitionMap) -> list[_Checked]:
         check = self.check()
         decided = []
         for index, day in enumerate(days, 1):
-            decided.append(self.decide(check((day, self.parameters(day)))))
+            decided.append(self.decide(check(self.job(day))))
             run.say(f"validated {index}/{len(days)} partitions")
         return decided
 
     def in_parallel(self, days: list[dt.date], run: PartitionMap) -> list[_Checked]:
-        expected = {day: _expected_outcome(self.paths, day) for day in days}
+        expected = {day: _expected_outcome(self.paths, day, self.cfg) for day in days}
         checked: dict[tuple[dt.date, str], _Checked] = {}
         decided: list[_Checked] = []
         pending = list(days)
         while pending:
             guessed = {**self.ledger, **{day: expected[day] for day in pending}}
-            jobs = [(day, self.parameters(day, guessed)) for day in pending]
-            jobs = [job for job in jobs if _key(*job) not in checked]
+            jobs = [self.job(day, guessed) for day in pending]
+            jobs = [job for job in jobs if _key(job) not in checked]
             if decided:
                 run.say(f"checking {len(jobs)} partition(s) again: their row-count bounds changed")
             results = run.map(self.check(), jobs, done="validated")
             for job, result in zip(jobs, results, strict=True):
-                checked[_key(*job)] = result
-                expected[job[0]] = (result.outcome.success, result.outcome.rows)
+                checked[_key(job)] = result
+                expected[job[0]] = _Seen(
+                    result.outcome.success, result.outcome.rows, result.profile
+                )
             # Decide in day order while the bounds a day was checked with are its real
             # ones; the first pending day's always are, so each round decides one at least.
-            while pending and (hit := checked.get(_key(pending[0], self.parameters(pending[0])))):
+            while pending and (hit := checked.get(_key(self.job(pending[0])))):
                 pending.pop(0)
                 decided.append(self.decide(hit))
         return decided
 
 
-def _key(day: dt.date, parameters: Mapping[str, Any]) -> tuple[dt.date, str]:
+def _key(job: _Job) -> tuple[dt.date, str]:
+    day, parameters, _ = job
     return day, json.dumps(dict(parameters), sort_keys=True, default=str)
 
 
-def _expected_outcome(paths: StatePaths, day: dt.date) -> tuple[bool, int]:
-    """A guess of a pending day's verdict: accepted, with its file's row count (from the
-    Parquet footer); an unreadable file is rejected."""
-    import pyarrow.parquet as pq
-
+def _expected_outcome(paths: StatePaths, day: dt.date, cfg: ValidationConfig) -> _Seen:
+    """A guess of a pending day's verdict: accepted, with its file's row count and value
+    statistics; an unreadable file is rejected. (A wrong guess costs a second check.)"""
     try:
-        return True, int(pq.ParquetFile(partition_path(paths, day)).metadata.num_rows)
+        df = pd.read_parquet(partition_path(paths, day))
     except Exception:
-        return False, 0
+        return _Seen(False, 0, None)
+    try:
+        profile: dict[str, Any] | None = _profile(paths, df, cfg)[0]
+    except Exception:  # not schema-valid: the check will say so
+        profile = None
+    return _Seen(True, len(df), profile)
 
 
 def _with_index(paths: StatePaths, decided: list[_Checked], run: PartitionMap) -> list[_Checked]:

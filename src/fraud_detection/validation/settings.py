@@ -24,12 +24,65 @@ from fraud_detection.config import (
 )
 
 
+class Tolerance(_Section):
+    """How far a statistic may leave the band learnt from the history, per level.
+
+    ``reject`` stops the partition; ``warn`` lets it through with a recorded warning; null
+    turns that level off. The unit is the check's own (see ``configs/validation.yaml``).
+    """
+
+    reject: float | None = Field(None, ge=0)
+    warn: float | None = Field(None, ge=0)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Tolerance:
+        if self.reject is not None and self.warn is not None and self.warn > self.reject:
+            raise ValueError(f"warn tolerance {self.warn} is above reject tolerance {self.reject}")
+        return self
+
+
+class ValueSkewSettings(_Section):
+    """The value-skew stage: statistics of a partition against the accepted history."""
+
+    # Fewer accepted partitions than this before the day: the history-based checks are
+    # skipped (and the reason recorded); the reference-table checks still run.
+    min_history: int = Field(5, ge=1)
+    # amount quantiles and mean: a factor (>= 1) beyond the history's min..max
+    amount: Tolerance = Tolerance(reject=2.0, warn=1.25)
+    # latitude / longitude quantiles and mean: degrees beyond the history's min..max
+    coordinates: Tolerance = Tolerance(reject=5.0, warn=1.0)
+    # share of zeros, and share of the single most common value: points above the history's max
+    zero_share: Tolerance = Tolerance(reject=0.02, warn=0.005)
+    top_share: Tolerance = Tolerance(reject=0.05, warn=0.015)
+    # merchant_category, channel, hour of day: total variation distance from the history's
+    # mean shares, above the largest distance of a history day
+    shares: Tolerance = Tolerance(reject=0.15, warn=0.05)
+    # a value every history day had at least this share of, now absent: rejected
+    vanished_min_share: float = Field(0.01, gt=0, le=1)
+    # share of transactions far from the card's home: points above the history's max
+    far_from_home: Tolerance = Tolerance(reject=0.15, warn=0.05)
+    far_from_home_km: float = Field(500.0, gt=0)
+    # share of rows whose card / merchant is not in the reference tables (no history needed)
+    reference: Tolerance = Tolerance(reject=0.001, warn=0.0)
+    # estimated share of rows already delivered in an accepted partition of the history
+    replayed_ids: Tolerance = Tolerance(reject=0.0, warn=None)
+
+    @model_validator(mode="after")
+    def _factor(self) -> ValueSkewSettings:
+        for level in (self.amount.reject, self.amount.warn):
+            if level is not None and level < 1.0:
+                raise ValueError(f"raw.values.amount: a factor must be >= 1, got {level}")
+        return self
+
+
 class RawGateSettings(_Section):
-    """Row-volume bounds of a daily partition, relative to recently accepted ones."""
+    """Row-volume bounds of a daily partition, relative to recently accepted ones, and the
+    value-skew stage's tolerances."""
 
     history_partitions: int = Field(7, ge=1)
     min_volume_ratio: float = Field(0.5, gt=0)
     max_volume_ratio: float = Field(1.5, gt=0)
+    values: ValueSkewSettings = ValueSkewSettings()
 
     @model_validator(mode="after")
     def _ordered(self) -> RawGateSettings:

@@ -1,0 +1,421 @@
+"""The raw gate's value-skew stage: a partition's statistics against the accepted history.
+
+The schema checks (:mod:`.suites`) stop data of the wrong shape; this stage stops data of
+the right shape whose *values* changed: amounts in cents, a sentinel or a stuck value, a
+category or channel that collapsed, times in the wrong time zone, coordinates zeroed or
+mirrored, cards and merchants missing from the reference tables, a day delivered again.
+
+* :func:`partition_profile` summarises one partition in a few hundred numbers (quantiles,
+  mean, share of zeros and of the most common value, category and hour-of-day shares, the
+  share of transactions far from the card's home, and a sample of its transaction-id
+  hashes). The gate keeps it in the partition's record, so the history is read from the
+  records, never from the partitions.
+* :func:`value_findings` learns each statistic's band from the profiles of the last
+  accepted partitions and returns what falls outside, as rejections or warnings.
+
+Pure functions over pandas / numpy: no I/O, no Great Expectations.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+
+from fraud_detection.validation.settings import Tolerance, ValueSkewSettings
+
+__all__ = [
+    "PROFILE_VERSION",
+    "Finding",
+    "id_hashes",
+    "partition_profile",
+    "reference_findings",
+    "value_findings",
+]
+
+PROFILE_VERSION = 1
+QUANTILES: dict[str, float] = {"q05": 0.05, "q25": 0.25, "q50": 0.5, "q75": 0.75, "q95": 0.95}
+NUMERIC = ("amount", "latitude", "longitude")
+IDS = ("card_id", "merchant_id")  # only their most common value's share is meaningful
+CATEGORICAL = ("merchant_category", "channel")
+SKETCH_SIZE = 1024  # id hashes kept per partition: a replay of >= 0.5 % of a day is seen
+_HOUR_US = 3_600 * 1_000_000
+
+Level = Literal["reject", "warn"]
+LEVELS: tuple[Level, ...] = ("reject", "warn")  # the stricter first
+Bands = dict[Level, tuple[float | None, float | None]]
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One statistic outside its band."""
+
+    check: str  # e.g. "quantile", "top_share", "shares", "reference", "replayed_ids"
+    column: str
+    statistic: str  # e.g. "median", "share of the most common value (9999)"
+    observed: float
+    low: float | None
+    high: float | None
+    level: Level
+    source: str  # where the band came from: "accepted days 2026-01-01..2026-01-07 (7)"
+
+    def expected(self) -> str:
+        """``median between 14.2 and 56.8 (reject band, accepted days ...)``."""
+        if self.low is not None and self.high is not None:
+            band = f"between {_num(self.low)} and {_num(self.high)}"
+        elif self.high is not None:
+            band = f"at most {_num(self.high)}"
+        else:
+            band = f"at least {_num(self.low)}"
+        return f"{self.statistic} {band} ({self.level} band from {self.source})"
+
+    def problem(self) -> str:
+        return f"observed {_num(self.observed)}"
+
+
+def _num(value: float | None) -> str:
+    if value is None:
+        return "none"
+    return f"{value:.4g}" if abs(value) < 1e6 else f"{value:.6g}"
+
+
+# ------------------------------------------------------------------ the profile
+
+
+def id_hashes(ids: pd.Series) -> np.ndarray[Any, np.dtype[np.uint64]]:
+    """64-bit hashes of transaction ids, sorted (stable across runs and machines)."""
+    hashed = pd.util.hash_array(ids.to_numpy(dtype=object), categorize=False)
+    return np.sort(hashed)
+
+
+def _haversine_km(lat1: Any, lon1: Any, lat2: Any, lon2: Any) -> Any:
+    p1, p2 = np.radians(lat1), np.radians(lat2)
+    dphi, dlmb = p2 - p1, np.radians(lon2 - lon1)
+    a = np.sin(dphi / 2) ** 2 + np.cos(p1) * np.cos(p2) * np.sin(dlmb / 2) ** 2
+    return 12_742.0 * np.arcsin(np.sqrt(np.clip(a, 0.0, 1.0)))
+
+
+def _top(values: pd.Series) -> tuple[float, Any]:
+    """Share of the most common value, and that value."""
+    counts = values.value_counts(sort=False)
+    if counts.empty:
+        return 0.0, None
+    top = counts.idxmax()
+    value = top.item() if isinstance(top, np.generic) else top
+    return float(counts.max() / len(values)), value
+
+
+def partition_profile(
+    df: pd.DataFrame,
+    cards: pd.DataFrame | None = None,
+    *,
+    far_km: float = 500.0,
+    hashes: np.ndarray[Any, np.dtype[np.uint64]] | None = None,
+) -> dict[str, Any]:
+    """The statistics of one schema-valid partition that the value checks compare.
+
+    ``cards`` is the reference table (``card_id``, ``home_latitude``, ``home_longitude``);
+    without it the far-from-home share is left out. ``hashes`` are :func:`id_hashes` of
+    its ids, if already computed. JSON-safe.
+    """
+    n = len(df)
+    profile: dict[str, Any] = {"version": PROFILE_VERSION, "rows": n, "numeric": {}}
+    if n == 0:
+        return profile
+    for column in NUMERIC:
+        values = df[column].to_numpy(dtype=np.float64)
+        quantiles = np.quantile(values, list(QUANTILES.values()))
+        share, value = _top(df[column])
+        profile["numeric"][column] = {
+            **{name: float(q) for name, q in zip(QUANTILES, quantiles, strict=True)},
+            "mean": float(values.mean()),
+            "zero_share": float(np.count_nonzero(values == 0.0) / n),
+            "top_share": share,
+            "top_value": value,
+        }
+    for column in IDS:
+        share, value = _top(df[column])
+        profile["numeric"][column] = {"top_share": share, "top_value": value}
+    profile["shares"] = {
+        column: {
+            str(k): float(v)
+            for k, v in df[column].value_counts(normalize=True).sort_index().items()
+        }
+        for column in CATEGORICAL
+    }
+    micros = df["event_timestamp"].dt.as_unit("us").array.asi8  # UTC microseconds
+    hours = np.bincount((micros // _HOUR_US) % 24, minlength=24) / n
+    profile["shares"]["hour_of_day"] = {f"{h:02d}": float(s) for h, s in enumerate(hours)}
+    if cards is not None and len(cards):
+        at = pd.Index(cards["card_id"]).get_indexer(df["card_id"])
+        known = at >= 0
+        if known.any():
+            home = cards.iloc[at[known]]
+            km = _haversine_km(
+                home["home_latitude"].to_numpy(),
+                home["home_longitude"].to_numpy(),
+                df["latitude"].to_numpy()[known],
+                df["longitude"].to_numpy()[known],
+            )
+            profile["far_from_home_share"] = float(np.count_nonzero(km > far_km) / n)
+    hashed = id_hashes(df["transaction_id"]) if hashes is None else hashes
+    profile["id_sketch"] = hashed[:SKETCH_SIZE].tobytes().hex()
+    return profile
+
+
+def _sketch(profile: Mapping[str, Any]) -> np.ndarray[Any, np.dtype[np.uint64]]:
+    return np.frombuffer(bytes.fromhex(str(profile.get("id_sketch") or "")), dtype=np.uint64)
+
+
+# ------------------------------------------------------------------ the checks
+
+
+def _source(days: Sequence[dt.date]) -> str:
+    if not days:
+        return "no history"
+    span = f"{days[0]}..{days[-1]}" if len(days) > 1 else str(days[0])
+    return f"accepted days {span} ({len(days)})"
+
+
+def _tvd(a: Mapping[str, float], b: Mapping[str, float]) -> float:
+    """Total variation distance: half the L1 distance between two share vectors."""
+    keys = set(a) | set(b)
+    return 0.5 * sum(abs(a.get(k, 0.0) - b.get(k, 0.0)) for k in keys)
+
+
+class _Checker:
+    def __init__(
+        self,
+        profile: Mapping[str, Any],
+        history: Sequence[tuple[dt.date, Mapping[str, Any]]],
+        settings: ValueSkewSettings,
+    ) -> None:
+        self.profile, self.history, self.settings = profile, history, settings
+        self.source = _source([day for day, _ in history])
+        self.findings: list[Finding] = []
+
+    def _band(
+        self,
+        check: str,
+        column: str,
+        statistic: str,
+        observed: float,
+        bands: Bands,
+    ) -> None:
+        """Record the first level (reject before warn) whose band ``observed`` leaves."""
+        for level in LEVELS:
+            if level not in bands:
+                continue
+            low, high = bands[level]
+            if (low is not None and observed < low) or (high is not None and observed > high):
+                self.findings.append(
+                    Finding(check, column, statistic, observed, low, high, level, self.source)
+                )
+                return
+
+    def _levels(self, tolerance: Tolerance) -> dict[Level, float]:
+        out: dict[Level, float] = {}
+        if tolerance.reject is not None:
+            out["reject"] = tolerance.reject
+        if tolerance.warn is not None:
+            out["warn"] = tolerance.warn
+        return out
+
+    def numeric(self) -> None:
+        names = {"q05": "5 % quantile", "q25": "25 % quantile", "q50": "median"}
+        names |= {"q75": "75 % quantile", "q95": "95 % quantile", "mean": "mean"}
+        for column in NUMERIC:
+            now = self.profile["numeric"][column]
+            past = [p["numeric"][column] for _, p in self.history]
+            for stat, label in names.items():
+                if column != "amount" and stat != "mean":
+                    # coordinates cluster in cities: a quantile jumps from one city to the
+                    # next on a normal day, their mean moves smoothly
+                    continue
+                lo, hi = min(p[stat] for p in past), max(p[stat] for p in past)
+                bands: Bands
+                if column == "amount":  # a scale: a factor either side
+                    tol = self._levels(self.settings.amount)
+                    bands = {k: (lo / f, hi * f) for k, f in tol.items()}
+                else:  # a position: degrees either side
+                    tol = self._levels(self.settings.coordinates)
+                    bands = {k: (lo - t, hi + t) for k, t in tol.items()}
+                check = "quantile" if stat != "mean" else "mean"
+                self._band(check, column, label, float(now[stat]), bands)
+            self._share_above(column, "zero_share", "share of zeros", self.settings.zero_share)
+        for column in (*NUMERIC, *IDS):
+            value = self.profile["numeric"][column].get("top_value")
+            label = f"share of the most common value ({_show(value)})"
+            self._share_above(column, "top_share", label, self.settings.top_share)
+
+    def _share_above(self, column: str, stat: str, label: str, tolerance: Tolerance) -> None:
+        now = self.profile["numeric"][column][stat]
+        hi = max(p["numeric"][column][stat] for _, p in self.history)
+        bands: dict[Level, tuple[float | None, float | None]] = {
+            k: (None, hi + t) for k, t in self._levels(tolerance).items()
+        }
+        self._band(stat, column, label, now, bands)
+
+    def shares(self) -> None:
+        for key in (*CATEGORICAL, "hour_of_day"):
+            column = "event_timestamp" if key == "hour_of_day" else key
+            what = "hour-of-day shares" if key == "hour_of_day" else "value shares"
+            past = [p["shares"][key] for _, p in self.history]
+            values = sorted({k for p in past for k in p})
+            mean = {k: float(np.mean([p.get(k, 0.0) for p in past])) for k in values}
+            spread = max(_tvd(p, mean) for p in past)
+            now = self.profile["shares"][key]
+            bands: dict[Level, tuple[float | None, float | None]] = {
+                k: (None, spread + t) for k, t in self._levels(self.settings.shares).items()
+            }
+            largest = max(set(now) | set(mean), key=lambda k: abs(now.get(k, 0) - mean.get(k, 0)))
+            change = now.get(largest, 0.0) - mean.get(largest, 0.0)
+            label = (
+                f"distance of the {what} from the history's (total variation; "
+                f"largest change {largest!r} {change:+.3f})"
+            )
+            self._band("shares", column, label, _tvd(now, mean), bands)
+            if key == "hour_of_day":
+                continue
+            floor = self.settings.vanished_min_share
+            for value in values:
+                if now.get(value, 0.0) == 0.0 and min(p.get(value, 0.0) for p in past) >= floor:
+                    low = min(p[value] for p in past)
+                    self.findings.append(
+                        Finding(
+                            "vanished",
+                            column,
+                            f"share of {value!r} (vanished)",
+                            0.0,
+                            low,
+                            None,
+                            "reject",
+                            self.source,
+                        )
+                    )
+            for value in sorted(set(now) - set(values)):
+                self.findings.append(
+                    Finding(
+                        "new_value",
+                        column,
+                        f"share of {value!r} (never seen in the history)",
+                        now[value],
+                        None,
+                        0.0,
+                        "warn",
+                        self.source,
+                    )
+                )
+
+    def far_from_home(self) -> None:
+        now = self.profile.get("far_from_home_share")
+        past = [p.get("far_from_home_share") for _, p in self.history]
+        if now is None or any(v is None for v in past):
+            return
+        hi = max(float(v) for v in past if v is not None)
+        km = self.settings.far_from_home_km
+        bands: dict[Level, tuple[float | None, float | None]] = {
+            k: (None, hi + t) for k, t in self._levels(self.settings.far_from_home).items()
+        }
+        label = f"share of transactions over {km:g} km from the card's home (latitude, longitude)"
+        self._band("far_from_home", "latitude", label, float(now), bands)
+
+    def replayed(self, hashes: np.ndarray[Any, np.dtype[np.uint64]]) -> None:
+        """Ids of this partition already in an accepted one: each history day's sketch is a
+        uniform sample of its id hashes, so the share found estimates the share replayed."""
+        tolerance = self._levels(self.settings.replayed_ids)
+        for day, past in self.history:
+            sketch = _sketch(past)
+            if not len(sketch) or not len(hashes):
+                continue
+            at = np.searchsorted(hashes, sketch)
+            hits = np.count_nonzero(hashes[np.minimum(at, len(hashes) - 1)] == sketch)
+            if not hits:
+                continue
+            share = hits / len(sketch) * int(past["rows"]) / max(len(hashes), 1)
+            source = f"ids of accepted day {day} (a sample of {len(sketch)})"
+            for level in LEVELS:
+                if level in tolerance and share > tolerance[level]:
+                    self.findings.append(
+                        Finding(
+                            "replayed_ids",
+                            "transaction_id",
+                            f"share of rows whose id was delivered on {day}",
+                            min(share, 1.0),
+                            None,
+                            tolerance[level],
+                            level,
+                            source,
+                        )
+                    )
+                    break
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
+def value_findings(
+    profile: Mapping[str, Any],
+    history: Sequence[tuple[dt.date, Mapping[str, Any]]],
+    settings: ValueSkewSettings,
+    hashes: np.ndarray[Any, np.dtype[np.uint64]] | None = None,
+) -> list[Finding]:
+    """The history-based checks of ``profile`` against the profiles of ``history``
+    (``(day, profile)`` of accepted partitions, oldest first; give at least one).
+
+    ``hashes`` (:func:`id_hashes` of the partition) enable the replayed-ids check.
+    Rejections first, then warnings, each in check order.
+    """
+    if not history:
+        raise ValueError("value_findings needs at least one accepted partition")
+    if not profile.get("rows"):
+        return []
+    checker = _Checker(profile, history, settings)
+    checker.numeric()
+    checker.shares()
+    checker.far_from_home()
+    if hashes is not None:
+        checker.replayed(hashes)
+    return sorted(checker.findings, key=lambda f: f.level != "reject")
+
+
+def reference_findings(
+    df: pd.DataFrame,
+    references: Mapping[str, tuple[str, pd.Index]],
+    settings: ValueSkewSettings,
+) -> list[Finding]:
+    """Referential integrity: the share of rows whose ``column`` is not in a reference
+    table. ``references`` maps a column to ``(table name, known ids)``."""
+    findings = []
+    tolerance = settings.reference
+    n = len(df)
+    for column, (table, known) in references.items():
+        if not n:
+            continue
+        unknown = int(np.count_nonzero(~df[column].isin(known)))
+        share = unknown / n
+        limits: dict[Level, float | None] = {"reject": tolerance.reject, "warn": tolerance.warn}
+        for level, limit in limits.items():
+            if limit is not None and share > limit and not math.isclose(share, 0.0):
+                findings.append(
+                    Finding(
+                        "reference",
+                        column,
+                        f"share of ids not in {table} ({unknown:,} rows)",
+                        share,
+                        None,
+                        limit,
+                        level,
+                        f"the reference table {table} ({len(known):,} ids)",
+                    )
+                )
+                break
+    return findings
