@@ -111,6 +111,10 @@ bench: $(VENV)/.synced ## Benchmarks, each against a baseline in the same run; r
 	@$(BIN)/python benchmarks/bench_production.py
 	@$(BIN)/python benchmarks/bench_scaleout.py
 
+.PHONY: bench-values
+bench-values: $(VENV)/.synced ## Benchmark the raw gate with its value-skew stage on 1M-row days (results in benchmarks/results/)
+	@$(BIN)/python benchmarks/bench_value_skew.py
+
 clean: ## Delete all local state (data, models, runs): rm -rf state
 	rm -rf state
 

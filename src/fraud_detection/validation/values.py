@@ -5,10 +5,10 @@ the right shape whose *values* changed: amounts in cents, a sentinel or a stuck 
 category or channel that collapsed, times in the wrong time zone, coordinates zeroed or
 mirrored, cards and merchants missing from the reference tables, a day delivered again.
 
-* :func:`partition_profile` summarises one partition in a few hundred numbers (quantiles,
-  mean, share of zeros and of the most common value, category and hour-of-day shares, the
-  share of transactions far from the card's home, and a sample of its transaction-id
-  hashes). The gate keeps it in the partition's record, so the history is read from the
+* :func:`partition_profile` summarises one partition in a few hundred numbers (amount
+  quantiles, means, share of zeros and of the most common value, category and hour-of-day
+  shares, the share of transactions far from the card's home, and a sample of its
+  transaction-id hashes). The gate keeps it in the partition's record, so the history is read from the
   records, never from the partitions.
 * :func:`value_findings` learns each statistic's band from the profiles of the last
   accepted partitions and returns what falls outside, as rejections or warnings.
@@ -129,15 +129,19 @@ def partition_profile(
         return profile
     for column in NUMERIC:
         values = df[column].to_numpy(dtype=np.float64)
-        quantiles = np.quantile(values, list(QUANTILES.values()))
         share, value = _top(df[column])
         profile["numeric"][column] = {
-            **{name: float(q) for name, q in zip(QUANTILES, quantiles, strict=True)},
             "mean": float(values.mean()),
             "zero_share": float(np.count_nonzero(values == 0.0) / n),
             "top_share": share,
             "top_value": value,
         }
+    # quantiles of the amount only: coordinates cluster in cities, so a coordinate's
+    # quantile jumps from one city to the next on a normal day (their mean moves smoothly)
+    quantiles = np.quantile(df["amount"].to_numpy(dtype=np.float64), list(QUANTILES.values()))
+    profile["numeric"]["amount"].update(
+        {name: float(q) for name, q in zip(QUANTILES, quantiles, strict=True)}
+    )
     for column in IDS:
         share, value = _top(df[column])
         profile["numeric"][column] = {"top_share": share, "top_value": value}
@@ -233,9 +237,7 @@ class _Checker:
             now = self.profile["numeric"][column]
             past = [p["numeric"][column] for _, p in self.history]
             for stat, label in names.items():
-                if column != "amount" and stat != "mean":
-                    # coordinates cluster in cities: a quantile jumps from one city to the
-                    # next on a normal day, their mean moves smoothly
+                if stat not in now:  # coordinates: the mean only (see partition_profile)
                     continue
                 lo, hi = min(p[stat] for p in past), max(p[stat] for p in past)
                 bands: Bands
