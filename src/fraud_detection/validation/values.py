@@ -8,8 +8,8 @@ mirrored, cards and merchants missing from the reference tables, a day delivered
 * :func:`partition_profile` summarises one partition in a few hundred numbers (amount
   quantiles, means, share of zeros and of the most common value, category and hour-of-day
   shares, the share of transactions far from the card's home, and a sample of its
-  transaction-id hashes). The gate keeps it in the partition's record, so the history is read from the
-  records, never from the partitions.
+  transaction-id hashes). The gate keeps it in the partition's record, so the history is
+  read from the records, never from the partitions.
 * :func:`value_findings` learns each statistic's band from the profiles of the last
   accepted partitions and returns what falls outside, as rejections or warnings.
 
