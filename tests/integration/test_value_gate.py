@@ -150,7 +150,8 @@ def test_a_moderate_shift_passes_with_a_warning_shown_by_the_cli(world: World) -
         # Then: accepted, with the warning printed and recorded
         assert result.exit_code == 0, result.output
         assert "accepted" in result.output
-        assert "! warning: amount: median between" in result.output
+        assert "! warning: amount: quantiles within" in result.output
+        assert "! warning: amount: mean between" in result.output
         assert "warn band from accepted days" in result.output
         record = json.loads((world.paths.root / "validation/raw/2026-01-07.json").read_text())
         assert record["success"] is True
@@ -158,3 +159,23 @@ def test_a_moderate_shift_passes_with_a_warning_shown_by_the_cli(world: World) -
         assert NEW_DAY in accepted_days(world.paths)
     finally:
         world.clean.to_parquet(file, index=False)
+
+
+def test_amount_bands_run_as_gx_expectations_shown_in_data_docs(world: World) -> None:
+    # Given: day 7's amounts 3x higher (beyond the reject band), the schema still valid
+    tripled = world.clean.assign(amount=world.clean["amount"] * 3)
+
+    outcome = validate_raw_partition(world.paths, NEW_DAY, tripled, config=world.config)
+
+    assert not outcome.success
+    kinds = {f.expectation for f in outcome.failures if f.column == "amount"}
+    assert kinds == {
+        "expect_column_quantile_values_to_be_within_bands",
+        "expect_column_mean_to_be_between",
+    }, outcome.message()
+    assert "amount: quantiles within 5%" in outcome.message()
+    assert "(reject band from accepted days 2026-01-01..2026-01-06 (6))" in outcome.message()
+    assert outcome.data_docs is not None
+    page = outcome.data_docs.read_text()
+    assert "quantile" in page.lower()
+    assert "amount" in page

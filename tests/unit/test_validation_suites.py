@@ -58,6 +58,8 @@ def test_great_expectations_loads_suite_unchanged(name: str) -> None:
     # typo would weaken the gate without an error: its own serialization must match.
     from great_expectations.core import ExpectationSuite
 
+    from fraud_detection.validation import expectations  # noqa: F401  (our own types)
+
     definition = load_suite(name)
     serialized = ExpectationSuite(**copy.deepcopy(definition)).to_json_dict()  # GX edits meta
     loaded: dict[str, Any] = json.loads(json.dumps(serialized))

@@ -52,6 +52,7 @@ from fraud_detection.validation.settings import ValidationConfig, load_validatio
 from fraud_detection.validation.suites import (
     RAW_SUITE,
     TRAINING_SUITE,
+    VALUE_STAGE,
     load_suite,
     raw_parameters,
     training_parameters,
@@ -59,6 +60,8 @@ from fraud_detection.validation.suites import (
 from fraud_detection.validation.values import (
     PROFILE_VERSION,
     Finding,
+    gx_parameters,
+    history_source,
     id_hashes,
     partition_profile,
     reference_findings,
@@ -92,6 +95,8 @@ _SITE = "fraud_docs"
 _DATASOURCE = "fraud_detection"
 _READABLE = "readable_parquet"  # our own check, before GX: the file opens as Parquet
 _SUBJECTS = {"expect_table_columns_to_match_set": "columns", _READABLE: "file"}
+VALUE_PARAMETER = "amount_quantiles_reject"  # present when the value stage's bands are
+QUANTILE_BANDS = "expect_column_quantile_values_to_be_within_bands"  # validation/expectations.py
 VALUE_CHECK = "value_"  # the prefix of the value-skew stage's checks (not GX expectations)
 _SAMPLE_KEPT = 20  # offending values kept in records (GX returns up to 20)
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
@@ -309,7 +314,24 @@ def _expected(kind: str, kwargs: Mapping[str, Any]) -> str:
         return f"values in {_value_set(list(kwargs.get('value_set') or []))}"
     if kind == "expect_column_mean_to_be_between":
         return _between(kwargs, "mean")
+    if kind == QUANTILE_BANDS:
+        ranges = kwargs.get("quantile_ranges") or {}
+        bands = [
+            f"{_quantile_name(q)} {_band_end(lo)}..{_band_end(hi)}"
+            for q, (lo, hi) in zip(
+                ranges.get("quantiles", []), ranges.get("value_ranges", []), strict=False
+            )
+        ]
+        return "quantiles within " + ", ".join(bands)
     return kind.removeprefix("expect_").replace("_", " ")
+
+
+def _band_end(value: float | None) -> str:
+    return "∞" if value is None else f"{value:.4g}"
+
+
+def _quantile_name(q: float) -> str:
+    return "median" if q == 0.5 else f"{q:.0%}"
 
 
 def _exception_message(info: Any) -> str | None:
@@ -362,6 +384,9 @@ def _describe(
             word = "duplicated" if kind == "expect_column_values_to_be_unique" else "unexpected"
             problem = f"{count} {word}"
             sample = tuple(_jsonable(result.get("partial_unexpected_list") or []))
+    elif kind == QUANTILE_BANDS and isinstance(observed, dict):
+        pairs = zip(observed.get("quantiles", []), observed.get("values", []), strict=False)
+        problem = "observed " + ", ".join(f"{_quantile_name(q)} {v:.4g}" for q, v in pairs)
     elif isinstance(observed, float):
         problem = f"observed {observed:.4g}"
     elif kind == "expect_column_type_to_be":
@@ -389,6 +414,9 @@ class _RunResult:
     failures: tuple[Failure, ...]
     data_docs: Path | None
     result_id: str | None
+    # the value-skew stage's failed expectations (meta.stage "values"): critical, warning
+    value_failures: tuple[Failure, ...] = ()
+    warnings: tuple[Failure, ...] = ()
 
 
 def data_docs_index(paths: StatePaths) -> Path:
@@ -460,7 +488,16 @@ def _run_suite(
     from great_expectations.core import ExpectationSuite
     from great_expectations.core.run_identifier import RunIdentifier
 
+    from fraud_detection.validation import expectations  # noqa: F401  (registers ours)
+
     definition = load_suite(suite_name)
+    if VALUE_PARAMETER not in parameters:  # too little history: the value stage waits
+        definition = {
+            **definition,
+            "expectations": [
+                e for e in definition["expectations"] if e["meta"].get("stage") != VALUE_STAGE
+            ],
+        }
     context = _context(paths)
     suite = ExpectationSuite(**copy.deepcopy(definition))  # GX adds to the dicts it gets
     # GX logs and drops an expectation whose type it does not know: fail loudly instead.
@@ -491,11 +528,14 @@ def _run_suite(
     )
     result = checkpoint.run(
         batch_parameters={"dataframe": df},
-        expectation_parameters=dict(parameters),
+        expectation_parameters={k: v for k, v in parameters.items() if k != "value_history"},
         run_id=RunIdentifier(run_name=run_name, run_time=run_time),
     )
     columns = {str(c) for c in df.columns}
+    source = _history_source(parameters.get("value_history") or [])
     failures: list[Failure] = []
+    value_failures: list[Failure] = []
+    warnings: list[Failure] = []
     evaluated = 0
     data_docs: Path | None = None
     result_id: str | None = None
@@ -506,15 +546,23 @@ def _run_suite(
                 continue
             config = item.expectation_config
             assert config is not None
-            failures.append(
-                _describe(
-                    config.type,
-                    config.kwargs,
-                    item.result or {},
-                    _exception_message(item.exception_info),
-                    columns,
-                )
+            failure = _describe(
+                config.type,
+                config.kwargs,
+                item.result or {},
+                _exception_message(item.exception_info),
+                columns,
             )
+            meta = config.meta or {}
+            if meta.get("stage") != VALUE_STAGE:
+                failures.append(failure)
+                continue
+            band = f" ({meta.get('level')} band from {source})"
+            failure = dataclasses.replace(failure, expected=failure.expected + band)
+            if str(getattr(config.severity, "value", config.severity)) == "warning":
+                warnings.append(failure)
+            else:
+                value_failures.append(failure)
         result_id = "/".join(str(part) for part in key.to_tuple())
         if not with_index:  # what the action does, but the index
             context.build_data_docs(
@@ -528,7 +576,23 @@ def _run_suite(
     for index, expectation in enumerate(definition["expectations"]):
         position.setdefault((expectation["type"], expectation["kwargs"].get("column")), index)
     failures.sort(key=lambda f: position.get((f.expectation, f.column), len(position)))
-    return _RunResult(bool(result.success), evaluated, tuple(failures), data_docs, result_id)
+    # a statistic outside its reject band is outside its warn band too: say it once
+    rejected = {(f.expectation, f.column) for f in value_failures}
+    warnings = [w for w in warnings if (w.expectation, w.column) not in rejected]
+    return _RunResult(
+        not failures and not value_failures,
+        evaluated,
+        tuple(failures),
+        data_docs,
+        result_id,
+        tuple(value_failures),
+        tuple(warnings),
+    )
+
+
+def _history_source(days: Sequence[str]) -> str:
+    """``accepted days 2026-01-01..2026-01-07 (7)``: where a value band was learnt."""
+    return history_source([dt.date.fromisoformat(d) for d in days])
 
 
 # ------------------------------------------------------------------ records
@@ -792,27 +856,31 @@ def _check_raw_partition(
         paths,
         RAW_SUITE,
         df,
-        {k: v for k, v in parameters.items() if k != "value_history"},
+        parameters,
         day.isoformat(),
         validated_at,
         cfg.result_format,
         with_index,
     )
-    stage = _value_stage(paths, day, df, history, cfg, schema_valid=run.success)
+    schema_valid = not run.failures
+    stage = _value_stage(paths, day, df, history, cfg, schema_valid=schema_valid)
+    if not schema_valid:  # the suite's value expectations mean nothing on data of the wrong shape
+        run = dataclasses.replace(run, value_failures=(), warnings=())
+    value_failures = (*run.value_failures, *stage.rejects)
     outcome = ValidationOutcome(
         batch=batch,
         suite=RAW_SUITE,
-        success=run.success and not stage.rejects,
+        success=schema_valid and not value_failures,
         rows=len(df),
         evaluated=run.evaluated,
-        failures=(*run.failures, *stage.rejects),
+        failures=(*run.failures, *value_failures),
         parameters=parameters,
         record=record,
         data_docs=run.data_docs,
         result_id=run.result_id,
         validated_at=validated_at,
         sample_size=cfg.sample_size,
-        warnings=stage.warnings,
+        warnings=(*run.warnings, *stage.warnings),
         values=stage.summary,
     )
     return _Checked(day, outcome, source, stage.profile)
@@ -881,7 +949,7 @@ def _value_stage(
             references[column] = (f"reference/{name}.parquet", pd.Index(table[column]))
     findings = reference_findings(df, references, settings)
     if len(history) >= settings.min_history:
-        findings += value_findings(profile, history, settings, hashes)
+        findings += value_findings(profile, history, settings, hashes, in_gx=True)
     else:
         skipped.append(
             f"history checks: {len(history)} accepted partition(s) with statistics before "
@@ -961,6 +1029,8 @@ class _Batch:
             if seen.profile and seen.profile.get("version") == PROFILE_VERSION
         )
         parameters["value_history"] = [d.isoformat() for d, _ in history]
+        if len(history) >= self.cfg.raw.values.min_history:
+            parameters.update(gx_parameters(history, self.cfg.raw.values))
         return day, parameters, history
 
     def check(self) -> Callable[[_Job], _Checked]:
@@ -1056,6 +1126,8 @@ def _build_index(paths: StatePaths, result_ids: list[str]) -> dict[str, Path | N
         ExpectationSuiteIdentifier,
         ValidationResultIdentifier,
     )
+
+    from fraud_detection.validation import expectations  # noqa: F401  (registers ours)
 
     context = _context(paths)
     context.suites.add(ExpectationSuite(**copy.deepcopy(load_suite(RAW_SUITE))))

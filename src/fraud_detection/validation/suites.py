@@ -5,7 +5,10 @@ Two suites:
 * ``raw_transactions``: the contract of one daily partition (:mod:`..data.schema`):
   exactly the schema's columns with their exact dtypes, no nulls, plausible values,
   unique ids, timestamps inside the partition's day and not in the future, and a row
-  count in line with recent accepted days.
+  count in line with recent accepted days; then the value-skew expectations (``meta.stage``
+  ``values``): the amount's quantiles and the means of amount and coordinates within
+  bands learnt from the accepted history (:func:`.values.gx_parameters`), ``critical``
+  for the reject band and ``warning`` for the warn band.
 * ``training_set``: a joined training frame: the model's columns present, a label rate
   in bounds, request features always present and in range, windowed features either
   null or non-negative, and enough rows.
@@ -81,6 +84,64 @@ def _expect(kind: str, **kwargs: Any) -> dict[str, Any]:
     return {"type": f"expect_{kind}", "kwargs": kwargs, "meta": {}, "severity": "critical"}
 
 
+VALUE_STAGE = "values"  # meta.stage of the expectations whose bands come from the history
+
+
+def _value_expect(kind: str, level: str, **kwargs: Any) -> dict[str, Any]:
+    """A value-skew expectation: ``critical`` at the reject level, ``warning`` at the warn
+    level (the gate lets a partition through on a warning). Its bounds are parameters
+    learnt from the accepted history; with too little history the gate leaves it out."""
+    expectation = _expect(kind, **kwargs)
+    expectation["severity"] = "critical" if level == "reject" else "warning"
+    expectation["meta"] = {"stage": VALUE_STAGE, "level": level}
+    return expectation
+
+
+def _value_expectations() -> list[dict[str, Any]]:
+    out = []
+    for level in ("reject", "warn"):
+        out.append(
+            _value_expect(
+                "column_quantile_values_to_be_within_bands",  # validation/expectations.py
+                level,
+                column="amount",
+                quantile_ranges=_param(f"amount_quantiles_{level}"),
+            )
+        )
+        out.extend(
+            _value_expect(
+                "column_mean_to_be_between",
+                level,
+                column=column,
+                min_value=_param(f"{column}_mean_min_{level}"),
+                max_value=_param(f"{column}_mean_max_{level}"),
+            )
+            for column in ("amount", "latitude", "longitude")
+        )
+    return out
+
+
+def _value_parameters() -> dict[str, str]:
+    out = {}
+    for level, what in (("reject", "rejects"), ("warn", "warns")):
+        out[f"amount_quantiles_{level}"] = (
+            f"value stage: the amount's 5/25/50/75/95 % quantile bands outside which the gate "
+            f"{what}, learnt from recent accepted partitions (configs/validation.yaml "
+            "raw.values.amount)"
+        )
+        for column, setting in (
+            ("amount", "amount"),
+            ("latitude", "coordinates"),
+            ("longitude", "coordinates"),
+        ):
+            for side in ("min", "max"):
+                out[f"{column}_mean_{side}_{level}"] = (
+                    f"value stage: the {side} of the {column} mean's band outside which the "
+                    f"gate {what} (raw.values.{setting})"
+                )
+    return out
+
+
 def _suite(
     name: str, notes: str, parameters: dict[str, str], expectations: list[dict[str, Any]]
 ) -> dict[str, Any]:
@@ -106,6 +167,7 @@ def raw_transactions_suite() -> dict[str, Any]:
             "day_start": "the partition's first instant, 00:00 UTC (ISO 8601)",
             "day_end": "the partition's last instant, 23:59:59.999999 UTC",
             "now": "when the validation runs: no transaction can be later",
+            **_value_parameters(),
         },
         [
             # exactly these columns (exact_match defaults to true; GX drops the default)
@@ -149,6 +211,9 @@ def raw_transactions_suite() -> dict[str, Any]:
                 value_set=list(MERCHANT_CATEGORIES),
             ),
             _expect("column_values_to_be_in_set", column="channel", value_set=list(CHANNELS)),
+            # the value-skew stage's checks that GX has expectations for (the others are
+            # in validation/values.py), run with at least raw.values.min_history days
+            *_value_expectations(),
         ],
     )
 

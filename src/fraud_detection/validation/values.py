@@ -32,7 +32,10 @@ from fraud_detection.validation.settings import Tolerance, ValueSkewSettings
 __all__ = [
     "PROFILE_VERSION",
     "Finding",
+    "gx_parameters",
+    "history_source",
     "id_hashes",
+    "numeric_bands",
     "partition_profile",
     "reference_findings",
     "value_findings",
@@ -179,7 +182,8 @@ def _sketch(profile: Mapping[str, Any]) -> np.ndarray[Any, np.dtype[np.uint64]]:
 # ------------------------------------------------------------------ the checks
 
 
-def _source(days: Sequence[dt.date]) -> str:
+def history_source(days: Sequence[dt.date]) -> str:
+    """``accepted days 2026-01-01..2026-01-07 (7)``: where a band was learnt."""
     if not days:
         return "no history"
     span = f"{days[0]}..{days[-1]}" if len(days) > 1 else str(days[0])
@@ -200,7 +204,7 @@ class _Checker:
         settings: ValueSkewSettings,
     ) -> None:
         self.profile, self.history, self.settings = profile, history, settings
-        self.source = _source([day for day, _ in history])
+        self.source = history_source([day for day, _ in history])
         self.findings: list[Finding] = []
 
     def _band(
@@ -223,32 +227,17 @@ class _Checker:
                 return
 
     def _levels(self, tolerance: Tolerance) -> dict[Level, float]:
-        out: dict[Level, float] = {}
-        if tolerance.reject is not None:
-            out["reject"] = tolerance.reject
-        if tolerance.warn is not None:
-            out["warn"] = tolerance.warn
-        return out
+        return _levels(tolerance)
 
-    def numeric(self) -> None:
-        names = {"q05": "5 % quantile", "q25": "25 % quantile", "q50": "median"}
-        names |= {"q75": "75 % quantile", "q95": "95 % quantile", "mean": "mean"}
+    def numeric(self, in_gx: bool) -> None:
+        bands = numeric_bands(self.history, self.settings)
         for column in NUMERIC:
             now = self.profile["numeric"][column]
-            past = [p["numeric"][column] for _, p in self.history]
-            for stat, label in names.items():
-                if stat not in now:  # coordinates: the mean only (see partition_profile)
-                    continue
-                lo, hi = min(p[stat] for p in past), max(p[stat] for p in past)
-                bands: Bands
-                if column == "amount":  # a scale: a factor either side
-                    tol = self._levels(self.settings.amount)
-                    bands = {k: (lo / f, hi * f) for k, f in tol.items()}
-                else:  # a position: degrees either side
-                    tol = self._levels(self.settings.coordinates)
-                    bands = {k: (lo - t, hi + t) for k, t in tol.items()}
-                check = "quantile" if stat != "mean" else "mean"
-                self._band(check, column, label, float(now[stat]), bands)
+            if not in_gx:
+                for stat, label in STATISTICS.items():
+                    if stat in bands[column]:
+                        check = "quantile" if stat != "mean" else "mean"
+                        self._band(check, column, label, float(now[stat]), bands[column][stat])
             self._share_above(column, "zero_share", "share of zeros", self.settings.zero_share)
         for column in (*NUMERIC, *IDS):
             value = self.profile["numeric"][column].get("top_value")
@@ -358,6 +347,66 @@ class _Checker:
                     break
 
 
+def _levels(tolerance: Tolerance) -> dict[Level, float]:
+    return {
+        level: t
+        for level, t in zip(LEVELS, (tolerance.reject, tolerance.warn), strict=True)
+        if t is not None
+    }
+
+
+STATISTICS = {"q05": "5 % quantile", "q25": "25 % quantile", "q50": "median"}
+STATISTICS |= {"q75": "75 % quantile", "q95": "95 % quantile", "mean": "mean"}
+
+
+def numeric_bands(
+    history: Sequence[tuple[dt.date, Mapping[str, Any]]], settings: ValueSkewSettings
+) -> dict[str, dict[str, Bands]]:
+    """``column -> statistic -> level -> (low, high)``: each quantile and mean band.
+
+    The amount is a scale, so its band is the history's min..max divided / multiplied by
+    a factor; a coordinate is a position, so its band is min..max -/+ degrees.
+    """
+    out: dict[str, dict[str, Bands]] = {}
+    for column in NUMERIC:
+        past = [p["numeric"][column] for _, p in history]
+        out[column] = {}
+        for stat in STATISTICS:
+            if not all(stat in p for p in past):  # coordinates: the mean only
+                continue
+            lo, hi = min(p[stat] for p in past), max(p[stat] for p in past)
+            if column == "amount":
+                factors = _levels(settings.amount)
+                out[column][stat] = {k: (lo / f, hi * f) for k, f in factors.items()}
+            else:
+                degrees = _levels(settings.coordinates)
+                out[column][stat] = {k: (lo - d, hi + d) for k, d in degrees.items()}
+    return out
+
+
+def gx_parameters(
+    history: Sequence[tuple[dt.date, Mapping[str, Any]]], settings: ValueSkewSettings
+) -> dict[str, Any]:
+    """The raw suite's value-stage parameters (:func:`.suites.raw_transactions_suite`):
+    the amount's quantile and mean bands and the coordinates' mean bands, per level. A
+    level turned off gets an unbounded band."""
+    bands = numeric_bands(history, settings)
+    quantiles = [QUANTILES[q] for q in QUANTILES]
+    parameters: dict[str, Any] = {}
+    for level in LEVELS:
+        amount = bands["amount"]
+        ranges = [list(amount[q].get(level, (None, None))) for q in QUANTILES]
+        parameters[f"amount_quantiles_{level}"] = {
+            "quantiles": quantiles,
+            "value_ranges": ranges,
+        }
+        for column in NUMERIC:
+            low, high = bands[column]["mean"].get(level, (None, None))
+            parameters[f"{column}_mean_min_{level}"] = low
+            parameters[f"{column}_mean_max_{level}"] = high
+    return parameters
+
+
 def _show(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:g}"
@@ -369,19 +418,22 @@ def value_findings(
     history: Sequence[tuple[dt.date, Mapping[str, Any]]],
     settings: ValueSkewSettings,
     hashes: np.ndarray[Any, np.dtype[np.uint64]] | None = None,
+    *,
+    in_gx: bool = False,
 ) -> list[Finding]:
     """The history-based checks of ``profile`` against the profiles of ``history``
     (``(day, profile)`` of accepted partitions, oldest first; give at least one).
 
     ``hashes`` (:func:`id_hashes` of the partition) enable the replayed-ids check.
-    Rejections first, then warnings, each in check order.
+    ``in_gx``: the quantile and mean bands are left to the raw suite's expectations
+    (:func:`gx_parameters`), as the gate does. Rejections first, then warnings.
     """
     if not history:
         raise ValueError("value_findings needs at least one accepted partition")
     if not profile.get("rows"):
         return []
     checker = _Checker(profile, history, settings)
-    checker.numeric()
+    checker.numeric(in_gx)
     checker.shares()
     checker.far_from_home()
     if hashes is not None:
