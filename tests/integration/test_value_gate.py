@@ -179,3 +179,16 @@ def test_amount_bands_run_as_gx_expectations_shown_in_data_docs(world: World) ->
     page = outcome.data_docs.read_text()
     assert "quantile" in page.lower()
     assert "amount" in page
+
+
+def test_a_warning_reaches_the_ct_run_record(world: World) -> None:
+    from fraud_detection.training.ct import summarize_data_gate
+
+    shifted = world.clean.assign(amount=world.clean["amount"] * 1.5)
+    outcome = validate_raw_partition(world.paths, NEW_DAY, shifted, config=world.config)
+
+    gate = summarize_data_gate({NEW_DAY: outcome})
+
+    assert gate.accepted == [NEW_DAY]
+    assert gate.summary() == "1 accepted, 2026-01-07 warned (amount)"
+    assert "REJECTED" not in gate.summary()  # ct.failed_gates() does not count a warning

@@ -88,6 +88,8 @@ class DataGateResult:
     accepted: list[dt.date]
     rejected: dict[dt.date, str]  # day -> the first failed expectation, one line
     data_docs: dict[dt.date, str]
+    # accepted day -> the columns the value-skew stage warned about (the record has more)
+    warned: dict[dt.date, str] = field(default_factory=dict)
 
     def summary(self) -> str:
         if not self.accepted and not self.rejected:
@@ -99,6 +101,7 @@ class DataGateResult:
             # The first failed expectation, cut to its column and check (the record and
             # Data Docs hold the rest).
             parts.append(f"{day} REJECTED ({why.split(' — ')[0]})")
+        parts.extend(f"{day} warned ({columns})" for day, columns in self.warned.items())
         return ", ".join(parts)
 
 
@@ -117,7 +120,12 @@ def summarize_data_gate(outcomes: Mapping[dt.date, ValidationOutcome]) -> DataGa
             lines = outcome.failure_lines()
             rejected[day] = lines[0] if lines else "rejected"
     docs = {day: str(o.data_docs) for day, o in outcomes.items() if o.data_docs}
-    return DataGateResult(accepted, rejected, docs)
+    warned = {
+        day: ", ".join(dict.fromkeys(w.subject for w in o.warnings))
+        for day, o in sorted(outcomes.items())
+        if o.success and o.warnings
+    }
+    return DataGateResult(accepted, rejected, docs, warned)
 
 
 def update_features(
