@@ -86,8 +86,14 @@ class Target:
 
 
 def local_target() -> Target:
-    """``$PREFECT_API_URL`` if set, else ``http://127.0.0.1:$FRAUD_DEPLOY_PORT/api``."""
+    """``$PREFECT_API_URL`` if set, else the profile's ``prefect.api_url`` (the production
+    profile's server, which ``make prod-up`` starts), else
+    ``http://127.0.0.1:$FRAUD_DEPLOY_PORT/api``."""
     if url := os.environ.get("PREFECT_API_URL"):
+        return Target(api_url=url.rstrip("/"))
+    from fraud_detection.config import load_profile
+
+    if url := load_profile().prefect.api_url:
         return Target(api_url=url.rstrip("/"))
     port = os.environ.get("FRAUD_DEPLOY_PORT", str(DEFAULT_PORT))
     if not port.isdigit():

@@ -291,10 +291,28 @@ def test_switching_a_state_folder_to_redis_backfills_it_in_full(
     store.materialize(world)
 
     # Then Redis holds everything SQLite does for the card: profile, risk, state
-    got = store.open_online(world, apply=False).read(body["card_id"], body["merchant_id"], at_us)
+    redis = store.open_online(world, apply=False)
+    got = redis.read(body["card_id"], body["merchant_id"], at_us)
     assert got.values == pytest.approx(expected.values, nan_ok=True)
     assert not np.isnan(got.values["home_latitude"])
     assert len(got.state) == len(expected.state) > 0
+
+    # And the one-pipeline read of every view (Feast's own batched HMGETs) gives what
+    # Feast's online_read gives view by view, for known and unknown cards and merchants
+    assert redis._batched_redis
+    per_view = store.open_online(world, apply=False)
+    per_view._batched_redis = False
+    last = pd.read_parquet(sorted(world.raw.glob("date=*/transactions.parquet"))[-1])
+    keys = [(int(c), int(m)) for c, m in last[["card_id", "merchant_id"]].head(20).values]
+    for card, merchant in [*keys, (10**9, int(last["merchant_id"].iloc[0])), (10**9, 10**9)]:
+        batched, alone = redis.read(card, merchant, at_us), per_view.read(card, merchant, at_us)
+        assert batched.values == pytest.approx(alone.values, nan_ok=True)
+        assert batched.state.keys.tolist() == alone.state.keys.tolist()
+        assert (batched.unknown_card, batched.unknown_merchant, batched.feature_age_s) == (
+            alone.unknown_card,
+            alone.unknown_merchant,
+            alone.feature_age_s,
+        )
 
 
 @pytest.mark.services

@@ -286,6 +286,7 @@ class OnlineFeatures:
         self._thread_lock = threading.RLock()
         _tune_sqlite(self.online, store.config)
         _tune_redis(self.online, store.config)
+        self._batched_redis = _batches_redis_reads(self.online)
         service = store.get_feature_service(service_name, allow_cache=True)
         views = {v.name: v for v in store.list_feature_views(allow_cache=True)}
         odfvs = {v.name: v for v in store.list_on_demand_feature_views(allow_cache=True)}
@@ -367,6 +368,41 @@ class OnlineFeatures:
         except Exception as exc:
             raise OnlineStoreError(_why(exc)) from exc
 
+    def _read_views(
+        self, items: Sequence[tuple[FeatureView, EntityKey, Sequence[str]]]
+    ) -> list[Any]:
+        """One ``(stamp, values)`` row per ``(view, entity, features)``, in order.
+
+        On Redis in one round trip: the pipeline of HMGETs that Feast's own
+        ``get_online_features`` sends for several views (``RedisOnlineStore.
+        _read_features_per_fv``), built and decoded by the store's own methods. Elsewhere
+        (or if a Feast upgrade drops those methods), ``online_read`` view by view."""
+        try:
+            if self._batched_redis:
+                from feast.infra.online_stores.redis import _versioned_fv_name
+
+                online: Any = self.online
+                commands, plans = [], []
+                for view, key, features in items:
+                    name = _versioned_fv_name(view, self.config)
+                    wanted, fields = online._generate_hset_keys_for_features(
+                        view, list(features), fv_name_override=name
+                    )
+                    [redis_key] = online._generate_redis_keys_for_entities(self.config, [key])
+                    commands.append((redis_key, fields))
+                    plans.append((name, wanted))
+                replies = online._read_hash_fields(self.config, commands)
+                return [
+                    online._convert_redis_values_to_protobuf([reply], name, wanted)[0]
+                    for reply, (name, wanted) in zip(replies, plans, strict=True)
+                ]
+            return [
+                self.online.online_read(self.config, view, [key], list(features))[0]
+                for view, key, features in items
+            ]
+        except Exception as exc:
+            raise OnlineStoreError(_why(exc)) from exc
+
     def read_state(self, card_id: int) -> CardState:
         """The card's stored state (empty when the store has none)."""
         stamp, values = self._read_one(
@@ -394,8 +430,19 @@ class OnlineFeatures:
         ``at_us``: the batch views as stored (missing past their TTL at ``at_us``), and
         the card window features computed from the card's state as of ``at_us``.
         ``state`` replaces the stored one (a batch of requests carries it along)."""
+        items = [
+            (
+                read.view,
+                _entity(read.join_key, card_id if read.join_key == self.state_key else merchant_id),
+                read.features,
+            )
+            for read in self.reads
+        ]
         if state is None:
-            state = self.read_state(card_id)
+            items.append((self.state_view, _entity(self.state_key, card_id), STATE_FIELDS))
+        rows = self._read_views(items)
+        if state is None:
+            state = _state_from(*rows.pop())
         values: dict[str, float] = dict.fromkeys(
             (f for r in self.reads for f in r.features), math.nan
         )
@@ -404,9 +451,7 @@ class OnlineFeatures:
         card_rows = bool(len(state)) or state.written_at is not None
         merchant_found = False
         at_s = at_us / 1e6
-        for read in self.reads:
-            entity = card_id if read.join_key == self.state_key else merchant_id
-            stamp, row = self._read_one(read.view, _entity(read.join_key, entity), read.features)
+        for read, (stamp, row) in zip(self.reads, rows, strict=True):
             if row is None:
                 continue
             if read.join_key == self.state_key:
@@ -512,6 +557,26 @@ def _tune_redis(online: OnlineStore, config: Any) -> None:
             pool_kwargs["socket_connect_timeout"] = 1.0
         if pool_kwargs.get("socket_timeout") is None:
             pool_kwargs["socket_timeout"] = 2.0
+
+
+_REDIS_READ_METHODS = (
+    "_generate_hset_keys_for_features",
+    "_generate_redis_keys_for_entities",
+    "_read_hash_fields",
+    "_convert_redis_values_to_protobuf",
+)
+
+
+def _batches_redis_reads(online: OnlineStore) -> bool:
+    """Whether several views' reads can go in one Redis pipeline through the store's own
+    methods (Feast's Redis store has them; without them, a read per view)."""
+    from feast.infra.online_stores import redis as feast_redis
+
+    return (
+        isinstance(online, feast_redis.RedisOnlineStore)
+        and all(hasattr(online, name) for name in _REDIS_READ_METHODS)
+        and hasattr(feast_redis, "_versioned_fv_name")
+    )
 
 
 def _why(exc: Exception) -> str:
