@@ -192,3 +192,28 @@ def test_a_warning_reaches_the_ct_run_record(world: World) -> None:
     assert gate.accepted == [NEW_DAY]
     assert gate.summary() == "1 accepted, 2026-01-07 warned (amount)"
     assert "REJECTED" not in gate.summary()  # ct.failed_gates() does not count a warning
+
+
+@pytest.mark.parametrize("scenario", ["clean", "drift"])
+def test_a_month_through_the_gate_has_no_rejected_day(
+    scenario: str, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    # Given: 30 days at the default size, the drift (amounts 1.4x, more online, card
+    # testing) from day 10 in the drift scenario
+    drift = {"drift": {"enabled": scenario == "drift", "start_day": 10, "kind": "both"}}
+    config = SimulateConfig(seed=11, days=30, scenario=drift)
+    paths = StatePaths(root=tmp_path_factory.mktemp(scenario))
+    write_simulation(config, paths)
+    days = [config.start_date + dt.timedelta(days=i) for i in range(config.days)]
+
+    # When: the gate judges them in order, as CT does
+    outcomes = validate_raw_partitions(paths, days, config=load_validation_config())
+
+    # Then: all accepted, the value checks ran from day 6 on; the drift at most warns
+    assert [o.batch for o in outcomes if not o.success] == [], [
+        o.message() for o in outcomes if not o.success
+    ]
+    assert all(o.values and not o.values["skipped"] for o in outcomes[5:])
+    warned = [o.batch for o in outcomes if o.warnings]
+    if scenario == "clean":
+        assert warned == []

@@ -213,7 +213,6 @@ def _replay_gate(config: SimulateConfig) -> tuple[list[str], list[str]]:
     return rejections, warnings
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("scenario", list(SCENARIOS))
 @pytest.mark.parametrize("seed", SEEDS)
 def test_clean_and_drifting_months_have_no_rejected_day(seed: int, scenario: str) -> None:
