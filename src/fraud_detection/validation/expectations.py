@@ -8,18 +8,33 @@ gate imports it only where it runs a suite or builds Data Docs (:mod:`.gate`).
   1.24 reports each quantile's verdict as a numpy boolean, which its validation-results
   store cannot serialize (``TypeError: Object of type bool is not JSON serializable``);
   the checks, the arguments and the Data Docs rendering are GX's own.
+* ``expect_column_most_common_value_share_to_be_between``: the share of rows holding the
+  column's single most common value (a sentinel such as 9999.99, a stuck id) within
+  bounds. GX has ``expect_column_most_common_value_to_be_in_set``, which needs the value
+  known in advance; a sentinel is not. Its metric, ``column.most_common_value_share``,
+  reports the value too.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
+from great_expectations.execution_engine.pandas_execution_engine import PandasExecutionEngine
 from great_expectations.expectations.core.expect_column_quantile_values_to_be_between import (
     ExpectColumnQuantileValuesToBeBetween,
 )
+from great_expectations.expectations.expectation import ColumnAggregateExpectation
+from great_expectations.expectations.metrics.column_aggregate_metric_provider import (
+    ColumnAggregateMetricProvider,
+    column_aggregate_value,
+)
 from great_expectations.util import convert_to_json_serializable
 
-__all__ = ["ExpectColumnQuantileValuesToBeWithinBands"]
+__all__ = [
+    "ColumnMostCommonValueShare",
+    "ExpectColumnMostCommonValueShareToBeBetween",
+    "ExpectColumnQuantileValuesToBeWithinBands",
+]
 
 
 class ExpectColumnQuantileValuesToBeWithinBands(ExpectColumnQuantileValuesToBeBetween):
@@ -36,3 +51,51 @@ class ExpectColumnQuantileValuesToBeWithinBands(ExpectColumnQuantileValuesToBeBe
         safe: dict[str, Any] = convert_to_json_serializable(result)
         safe["success"] = bool(safe["success"])
         return safe
+
+
+class ColumnMostCommonValueShare(ColumnAggregateMetricProvider):
+    """``{"share": ..., "value": ...}``: the most common value of a column and the share of
+    its non-null rows that hold it (one hash count, pandas)."""
+
+    metric_name = "column.most_common_value_share"
+
+    @column_aggregate_value(engine=PandasExecutionEngine)
+    def _pandas(cls, column: Any, **kwargs: Any) -> dict[str, Any]:
+        if not len(column):
+            return {"share": 0.0, "value": None}
+        counts = column.value_counts(sort=False)
+        top = counts.idxmax()
+        value = top.item() if hasattr(top, "item") else top
+        return {"share": float(counts.max() / len(column)), "value": value}
+
+
+class ExpectColumnMostCommonValueShareToBeBetween(ColumnAggregateExpectation):
+    """The share of a column's rows holding its most common value is within
+    ``min_value``..``max_value`` (either may be None: unbounded)."""
+
+    # a number, or a suite parameter ({"$PARAMETER": name}) resolved at run time
+    min_value: float | dict[str, Any] | None = None
+    max_value: float | dict[str, Any] | None = None
+
+    metric_dependencies: ClassVar[tuple[str, ...]] = ("column.most_common_value_share",)
+    success_keys: ClassVar[tuple[str, ...]] = ("min_value", "max_value")
+    args_keys: ClassVar[tuple[str, ...]] = ("column", "min_value", "max_value")
+
+    def _validate(
+        self,
+        metrics: dict[str, Any],
+        runtime_configuration: dict[str, Any] | None = None,
+        execution_engine: Any = None,
+    ) -> dict[str, Any]:
+        observed = metrics["column.most_common_value_share"]
+        share = float(observed["share"])
+        kwargs = self._get_success_kwargs()
+        low, high = kwargs.get("min_value"), kwargs.get("max_value")
+        success = (low is None or share >= low) and (high is None or share <= high)
+        return {
+            "success": bool(success),
+            "result": {
+                "observed_value": share,
+                "details": {"most_common_value": convert_to_json_serializable(observed["value"])},
+            },
+        }

@@ -96,7 +96,9 @@ _DATASOURCE = "fraud_detection"
 _READABLE = "readable_parquet"  # our own check, before GX: the file opens as Parquet
 _SUBJECTS = {"expect_table_columns_to_match_set": "columns", _READABLE: "file"}
 VALUE_PARAMETER = "amount_quantiles_reject"  # present when the value stage's bands are
-QUANTILE_BANDS = "expect_column_quantile_values_to_be_within_bands"  # validation/expectations.py
+# our own expectations (validation/expectations.py)
+QUANTILE_BANDS = "expect_column_quantile_values_to_be_within_bands"
+TOP_SHARE = "expect_column_most_common_value_share_to_be_between"
 VALUE_CHECK = "value_"  # the prefix of the value-skew stage's checks (not GX expectations)
 _SAMPLE_KEPT = 20  # offending values kept in records (GX returns up to 20)
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
@@ -314,6 +316,14 @@ def _expected(kind: str, kwargs: Mapping[str, Any]) -> str:
         return f"values in {_value_set(list(kwargs.get('value_set') or []))}"
     if kind == "expect_column_mean_to_be_between":
         return _between(kwargs, "mean")
+    if kind == TOP_SHARE:
+        return f"share of the most common value at most {_show(kwargs.get('max_value'))}"
+    if kind == "expect_column_values_to_not_be_in_set":
+        values = _value_set(list(kwargs.get("value_set") or []))
+        mostly = kwargs.get("mostly")
+        if isinstance(mostly, int | float) and mostly < 1:
+            return f"share of values in {values} at most {1 - mostly:.4g}"
+        return f"no values in {values}"
     if kind == QUANTILE_BANDS:
         ranges = kwargs.get("quantile_ranges") or {}
         bands = [
@@ -376,6 +386,14 @@ def _describe(
             if mismatched.get(key)
         ]
         problem = "; ".join(parts) or f"observed {observed}"
+    elif kind == TOP_SHARE and isinstance(observed, float):
+        value = (result.get("details") or {}).get("most_common_value")
+        problem = f"observed {observed:.4g} (the value {_show(_jsonable(value))})"
+    elif count is not None and kind == "expect_column_values_to_not_be_in_set":
+        percent = result.get("unexpected_percent")
+        share = f" ({float(percent):.3g} %)" if percent is not None else ""
+        problem = f"{count} unexpected{share}"
+        sample = tuple(_jsonable(result.get("partial_unexpected_list") or []))
     elif count is not None:
         total = result.get("element_count")
         if kind == "expect_column_values_to_not_be_null":

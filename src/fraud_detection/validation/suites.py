@@ -118,7 +118,29 @@ def _value_expectations() -> list[dict[str, Any]]:
             )
             for column in ("amount", "latitude", "longitude")
         )
+        out.extend(
+            _value_expect(  # validation/expectations.py: a sentinel or a stuck value
+                "column_most_common_value_share_to_be_between",
+                level,
+                column=column,
+                max_value=_param(f"{column}_top_share_max_{level}"),
+            )
+            for column in _TOP_SHARE_COLUMNS
+        )
+        out.extend(
+            _value_expect(  # coordinates at (0, 0): a failed geocoder
+                "column_values_to_not_be_in_set",
+                level,
+                column=column,
+                value_set=[0.0],
+                mostly=_param(f"{column}_nonzero_min_{level}"),
+            )
+            for column in ("latitude", "longitude")
+        )
     return out
+
+
+_TOP_SHARE_COLUMNS = ("amount", "latitude", "longitude", "card_id", "merchant_id")
 
 
 def _value_parameters() -> dict[str, str]:
@@ -139,6 +161,16 @@ def _value_parameters() -> dict[str, str]:
                     f"value stage: the {side} of the {column} mean's band outside which the "
                     f"gate {what} (raw.values.{setting})"
                 )
+        for column in _TOP_SHARE_COLUMNS:
+            out[f"{column}_top_share_max_{level}"] = (
+                f"value stage: the largest share of {column}'s most common value before the "
+                f"gate {what}: the history's largest + raw.values.top_share"
+            )
+        for column in ("latitude", "longitude"):
+            out[f"{column}_nonzero_min_{level}"] = (
+                f"value stage: the smallest share of non-zero {column} values before the gate "
+                f"{what}: 1 - (the history's largest share of zeros + raw.values.zero_share)"
+            )
     return out
 
 

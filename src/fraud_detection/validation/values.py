@@ -233,13 +233,14 @@ class _Checker:
         bands = numeric_bands(self.history, self.settings)
         for column in NUMERIC:
             now = self.profile["numeric"][column]
-            if not in_gx:
-                for stat, label in STATISTICS.items():
-                    if stat in bands[column]:
-                        check = "quantile" if stat != "mean" else "mean"
-                        self._band(check, column, label, float(now[stat]), bands[column][stat])
+            if in_gx:  # the raw suite's value expectations check these (gx_parameters)
+                continue
+            for stat, label in STATISTICS.items():
+                if stat in bands[column]:
+                    check = "quantile" if stat != "mean" else "mean"
+                    self._band(check, column, label, float(now[stat]), bands[column][stat])
             self._share_above(column, "zero_share", "share of zeros", self.settings.zero_share)
-        for column in (*NUMERIC, *IDS):
+        for column in () if in_gx else (*NUMERIC, *IDS):
             value = self.profile["numeric"][column].get("top_value")
             label = f"share of the most common value ({_show(value)})"
             self._share_above(column, "top_share", label, self.settings.top_share)
@@ -387,9 +388,10 @@ def numeric_bands(
 def gx_parameters(
     history: Sequence[tuple[dt.date, Mapping[str, Any]]], settings: ValueSkewSettings
 ) -> dict[str, Any]:
-    """The raw suite's value-stage parameters (:func:`.suites.raw_transactions_suite`):
-    the amount's quantile and mean bands and the coordinates' mean bands, per level. A
-    level turned off gets an unbounded band."""
+    """The raw suite's value-stage parameters (:func:`.suites.raw_transactions_suite`), per
+    level: the amount's quantile bands, the means' bands, the largest share of each
+    column's most common value, the smallest share of non-zero coordinates. A level
+    turned off gets an unbounded band."""
     bands = numeric_bands(history, settings)
     quantiles = [QUANTILES[q] for q in QUANTILES]
     parameters: dict[str, Any] = {}
@@ -404,6 +406,15 @@ def gx_parameters(
             low, high = bands[column]["mean"].get(level, (None, None))
             parameters[f"{column}_mean_min_{level}"] = low
             parameters[f"{column}_mean_max_{level}"] = high
+        top = _levels(settings.top_share).get(level)
+        for column in (*NUMERIC, *IDS):
+            most = max(p["numeric"][column]["top_share"] for _, p in history)
+            parameters[f"{column}_top_share_max_{level}"] = None if top is None else most + top
+        zero = _levels(settings.zero_share).get(level)
+        for column in ("latitude", "longitude"):
+            most = max(p["numeric"][column]["zero_share"] for _, p in history)
+            nonzero = 0.0 if zero is None else max(0.0, 1.0 - (most + zero))
+            parameters[f"{column}_nonzero_min_{level}"] = nonzero
     return parameters
 
 
@@ -425,8 +436,8 @@ def value_findings(
     (``(day, profile)`` of accepted partitions, oldest first; give at least one).
 
     ``hashes`` (:func:`id_hashes` of the partition) enable the replayed-ids check.
-    ``in_gx``: the quantile and mean bands are left to the raw suite's expectations
-    (:func:`gx_parameters`), as the gate does. Rejections first, then warnings.
+    ``in_gx``: the quantiles, means, zero and most-common-value shares are left to the raw
+    suite's expectations (:func:`gx_parameters`), as the gate does. Rejections first, then warnings.
     """
     if not history:
         raise ValueError("value_findings needs at least one accepted partition")
