@@ -216,3 +216,15 @@ def test_a_month_through_the_gate_has_no_rejected_day(
     warned = [o.batch for o in outcomes if o.warnings]
     if scenario == "clean":
         assert warned == []
+
+
+def test_a_vanished_channel_is_named(world: World) -> None:
+    bad = corrupt(world.clean, "channel_missing", np.random.default_rng(3))
+
+    outcome = validate_raw_partition(world.paths, NEW_DAY, bad, config=world.config)
+
+    message = outcome.message()
+    assert "channel: distance of the value shares from the history's" in message
+    assert "(largest change 'contactless' -0." in message
+    assert "channel: every value of {'contactless', 'in_store', 'online'} present" in message
+    assert "missing ['contactless']" in message

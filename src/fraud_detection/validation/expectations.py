@@ -13,6 +13,11 @@ gate imports it only where it runs a suite or builds Data Docs (:mod:`.gate`).
   bounds. GX has ``expect_column_most_common_value_to_be_in_set``, which needs the value
   known in advance; a sentinel is not. Its metric, ``column.most_common_value_share``,
   reports the value too.
+* ``expect_column_value_shares_to_be_close_to`` / ``expect_column_hour_shares_to_be_close_to``:
+  the total variation distance between the column's value shares (or the UTC hour-of-day
+  shares of a timestamp column) and ``reference`` shares is at most ``max_distance``. GX's
+  ``expect_column_kl_divergence_to_be_less_than`` is the nearest, but KL is infinite when a
+  value is missing from either side and its tolerance is not in the units of a share.
 """
 
 from __future__ import annotations
@@ -30,10 +35,16 @@ from great_expectations.expectations.metrics.column_aggregate_metric_provider im
 )
 from great_expectations.util import convert_to_json_serializable
 
+from fraud_detection.validation.values import hour_shares, largest_change, tvd, value_shares
+
 __all__ = [
+    "ColumnHourShares",
     "ColumnMostCommonValueShare",
+    "ColumnValueShares",
+    "ExpectColumnHourSharesToBeCloseTo",
     "ExpectColumnMostCommonValueShareToBeBetween",
     "ExpectColumnQuantileValuesToBeWithinBands",
+    "ExpectColumnValueSharesToBeCloseTo",
 ]
 
 
@@ -99,3 +110,62 @@ class ExpectColumnMostCommonValueShareToBeBetween(ColumnAggregateExpectation):
                 "details": {"most_common_value": convert_to_json_serializable(observed["value"])},
             },
         }
+
+
+class ColumnValueShares(ColumnAggregateMetricProvider):
+    """Each value's share of the column's non-null rows."""
+
+    metric_name = "column.value_shares"
+
+    @column_aggregate_value(engine=PandasExecutionEngine)
+    def _pandas(cls, column: Any, **kwargs: Any) -> dict[str, float]:
+        return value_shares(column)
+
+
+class ColumnHourShares(ColumnAggregateMetricProvider):
+    """Each UTC hour of the day's share of a timestamp column's non-null rows."""
+
+    metric_name = "column.hour_shares"
+
+    @column_aggregate_value(engine=PandasExecutionEngine)
+    def _pandas(cls, column: Any, **kwargs: Any) -> dict[str, float]:
+        return hour_shares(column)
+
+
+class ExpectColumnValueSharesToBeCloseTo(ColumnAggregateExpectation):
+    """The column's value shares are within ``max_distance`` (total variation distance,
+    half the L1 distance) of the ``reference`` shares; None: unbounded."""
+
+    reference: dict[str, Any]  # value -> share, or a suite parameter
+    max_distance: float | dict[str, Any] | None = None
+
+    metric_dependencies: ClassVar[tuple[str, ...]] = ("column.value_shares",)
+    success_keys: ClassVar[tuple[str, ...]] = ("reference", "max_distance")
+    args_keys: ClassVar[tuple[str, ...]] = ("column", "reference", "max_distance")
+
+    def _validate(
+        self,
+        metrics: dict[str, Any],
+        runtime_configuration: dict[str, Any] | None = None,
+        execution_engine: Any = None,
+    ) -> dict[str, Any]:
+        shares: dict[str, float] = metrics[self.metric_dependencies[0]]
+        kwargs = self._get_success_kwargs()
+        reference = {str(k): float(v) for k, v in dict(kwargs["reference"]).items()}
+        limit = kwargs.get("max_distance")
+        distance = tvd(shares, reference)
+        value, change = largest_change(shares, reference)
+        return {
+            "success": bool(limit is None or distance <= limit),
+            "result": {
+                "observed_value": distance,
+                "details": {"largest_change": {"value": value, "change": change}},
+            },
+        }
+
+
+class ExpectColumnHourSharesToBeCloseTo(ExpectColumnValueSharesToBeCloseTo):
+    """The UTC hour-of-day shares of a timestamp column are within ``max_distance`` of
+    the ``reference`` shares (``"00"`` .. ``"23"``)."""
+
+    metric_dependencies: ClassVar[tuple[str, ...]] = ("column.hour_shares",)

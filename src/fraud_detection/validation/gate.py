@@ -99,6 +99,8 @@ VALUE_PARAMETER = "amount_quantiles_reject"  # present when the value stage's ba
 # our own expectations (validation/expectations.py)
 QUANTILE_BANDS = "expect_column_quantile_values_to_be_within_bands"
 TOP_SHARE = "expect_column_most_common_value_share_to_be_between"
+VALUE_SHARES = "expect_column_value_shares_to_be_close_to"
+HOUR_SHARES = "expect_column_hour_shares_to_be_close_to"
 VALUE_CHECK = "value_"  # the prefix of the value-skew stage's checks (not GX expectations)
 _SAMPLE_KEPT = 20  # offending values kept in records (GX returns up to 20)
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
@@ -324,6 +326,14 @@ def _expected(kind: str, kwargs: Mapping[str, Any]) -> str:
         if isinstance(mostly, int | float) and mostly < 1:
             return f"share of values in {values} at most {1 - mostly:.4g}"
         return f"no values in {values}"
+    if kind in (VALUE_SHARES, HOUR_SHARES):
+        what = "hour-of-day shares" if kind == HOUR_SHARES else "value shares"
+        limit = _show(kwargs.get("max_distance"))
+        return f"distance of the {what} from the history's (total variation) at most {limit}"
+    if kind == "expect_column_distinct_values_to_contain_set":
+        return f"every value of {_value_set(list(kwargs.get('value_set') or []))} present"
+    if kind == "expect_column_distinct_values_to_be_in_set":
+        return f"only values in {_value_set(list(kwargs.get('value_set') or []))}"
     if kind == QUANTILE_BANDS:
         ranges = kwargs.get("quantile_ranges") or {}
         bands = [
@@ -386,6 +396,14 @@ def _describe(
             if mismatched.get(key)
         ]
         problem = "; ".join(parts) or f"observed {observed}"
+    elif kind in (VALUE_SHARES, HOUR_SHARES) and isinstance(observed, float):
+        change = (result.get("details") or {}).get("largest_change") or {}
+        moved = f"{change.get('value')!r} {float(change.get('change') or 0.0):+.3f}"
+        problem = f"observed {observed:.4g} (largest change {moved})"
+    elif kind == "expect_column_distinct_values_to_contain_set":
+        problem = f"missing {_show(_jsonable(result.get('partial_missing_list') or []))}"
+    elif kind == "expect_column_distinct_values_to_be_in_set" and count is not None:
+        problem = f"new {_show(_jsonable(result.get('partial_unexpected_list') or []))}"
     elif kind == TOP_SHARE and isinstance(observed, float):
         value = (result.get("details") or {}).get("most_common_value")
         problem = f"observed {observed:.4g} (the value {_show(_jsonable(value))})"

@@ -137,9 +137,46 @@ def _value_expectations() -> list[dict[str, Any]]:
             )
             for column in ("latitude", "longitude")
         )
+        out.extend(
+            _value_expect(  # validation/expectations.py: a category or channel collapsed
+                "column_value_shares_to_be_close_to",
+                level,
+                column=column,
+                reference=_param(f"{column}_shares"),
+                max_distance=_param(f"{column}_shares_max_{level}"),
+            )
+            for column in _CATEGORICAL
+        )
+        out.append(
+            _value_expect(  # validation/expectations.py: times in the wrong time zone
+                "column_hour_shares_to_be_close_to",
+                level,
+                column="event_timestamp",
+                reference=_param("hour_shares"),
+                max_distance=_param(f"hour_shares_max_{level}"),
+            )
+        )
+    for column in _CATEGORICAL:
+        out.append(  # a value every history day had, now absent
+            _value_expect(
+                "column_distinct_values_to_contain_set",
+                "reject",
+                column=column,
+                value_set=_param(f"{column}_present"),
+            )
+        )
+        out.append(  # a value no history day had
+            _value_expect(
+                "column_distinct_values_to_be_in_set",
+                "warn",
+                column=column,
+                value_set=_param(f"{column}_seen"),
+            )
+        )
     return out
 
 
+_CATEGORICAL = ("merchant_category", "channel")
 _TOP_SHARE_COLUMNS = ("amount", "latitude", "longitude", "card_id", "merchant_id")
 
 
@@ -171,6 +208,22 @@ def _value_parameters() -> dict[str, str]:
                 f"value stage: the smallest share of non-zero {column} values before the gate "
                 f"{what}: 1 - (the history's largest share of zeros + raw.values.zero_share)"
             )
+        for column in (*_CATEGORICAL, "hour"):
+            out[f"{column}_shares_max_{level}"] = (
+                f"value stage: the largest total variation distance of the {column} shares "
+                f"from the history's before the gate {what}: the largest distance of a "
+                "history day + raw.values.shares"
+            )
+    for column in (*_CATEGORICAL, "hour"):
+        out[f"{column}_shares"] = f"value stage: the mean {column} shares of the history"
+    for column in _CATEGORICAL:
+        out[f"{column}_present"] = (
+            f"value stage: the {column} values every history day had at least "
+            "raw.values.vanished_min_share of (absent: rejected)"
+        )
+        out[f"{column}_seen"] = (
+            f"value stage: the {column} values seen in the history (another: a warning)"
+        )
     return out
 
 

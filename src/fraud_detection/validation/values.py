@@ -96,6 +96,21 @@ def id_hashes(ids: pd.Series) -> np.ndarray[Any, np.dtype[np.uint64]]:
     return np.sort(hashed)
 
 
+def value_shares(values: pd.Series) -> dict[str, float]:
+    """Each value's share of the rows, by value."""
+    counts = values.value_counts(normalize=True).sort_index()
+    return {str(k): float(v) for k, v in counts.items()}
+
+
+def hour_shares(timestamps: pd.Series) -> dict[str, float]:
+    """Each UTC hour of the day's share of the rows, ``"00"`` .. ``"23"``."""
+    if not len(timestamps):
+        return {}
+    micros = timestamps.dt.as_unit("us").array.asi8  # UTC microseconds
+    hours = np.bincount((micros // _HOUR_US) % 24, minlength=24) / len(timestamps)
+    return {f"{h:02d}": float(s) for h, s in enumerate(hours)}
+
+
 def _haversine_km(lat1: Any, lon1: Any, lat2: Any, lon2: Any) -> Any:
     p1, p2 = np.radians(lat1), np.radians(lat2)
     dphi, dlmb = p2 - p1, np.radians(lon2 - lon1)
@@ -148,16 +163,8 @@ def partition_profile(
     for column in IDS:
         share, value = _top(df[column])
         profile["numeric"][column] = {"top_share": share, "top_value": value}
-    profile["shares"] = {
-        column: {
-            str(k): float(v)
-            for k, v in df[column].value_counts(normalize=True).sort_index().items()
-        }
-        for column in CATEGORICAL
-    }
-    micros = df["event_timestamp"].dt.as_unit("us").array.asi8  # UTC microseconds
-    hours = np.bincount((micros // _HOUR_US) % 24, minlength=24) / n
-    profile["shares"]["hour_of_day"] = {f"{h:02d}": float(s) for h, s in enumerate(hours)}
+    profile["shares"] = {column: value_shares(df[column]) for column in CATEGORICAL}
+    profile["shares"]["hour_of_day"] = hour_shares(df["event_timestamp"])
     if cards is not None and len(cards):
         at = pd.Index(cards["card_id"]).get_indexer(df["card_id"])
         known = at >= 0
@@ -190,10 +197,26 @@ def history_source(days: Sequence[dt.date]) -> str:
     return f"accepted days {span} ({len(days)})"
 
 
-def _tvd(a: Mapping[str, float], b: Mapping[str, float]) -> float:
+def tvd(a: Mapping[str, float], b: Mapping[str, float]) -> float:
     """Total variation distance: half the L1 distance between two share vectors."""
     keys = set(a) | set(b)
     return 0.5 * sum(abs(a.get(k, 0.0) - b.get(k, 0.0)) for k in keys)
+
+
+def largest_change(now: Mapping[str, float], reference: Mapping[str, float]) -> tuple[str, float]:
+    """The value whose share moved most, and by how much (signed)."""
+    keys = sorted(set(now) | set(reference))
+    if not keys:
+        return "", 0.0
+    largest = max(keys, key=lambda k: abs(now.get(k, 0.0) - reference.get(k, 0.0)))
+    return largest, now.get(largest, 0.0) - reference.get(largest, 0.0)
+
+
+def reference_shares(past: Sequence[Mapping[str, float]]) -> tuple[dict[str, float], float]:
+    """The history's mean shares, and the largest distance of a history day from them."""
+    values = sorted({k for p in past for k in p})
+    mean = {k: float(np.mean([p.get(k, 0.0) for p in past])) for k in values}
+    return mean, max(tvd(p, mean) for p in past)
 
 
 class _Checker:
@@ -259,19 +282,17 @@ class _Checker:
             what = "hour-of-day shares" if key == "hour_of_day" else "value shares"
             past = [p["shares"][key] for _, p in self.history]
             values = sorted({k for p in past for k in p})
-            mean = {k: float(np.mean([p.get(k, 0.0) for p in past])) for k in values}
-            spread = max(_tvd(p, mean) for p in past)
+            mean, spread = reference_shares(past)
             now = self.profile["shares"][key]
             bands: dict[Level, tuple[float | None, float | None]] = {
                 k: (None, spread + t) for k, t in self._levels(self.settings.shares).items()
             }
-            largest = max(set(now) | set(mean), key=lambda k: abs(now.get(k, 0) - mean.get(k, 0)))
-            change = now.get(largest, 0.0) - mean.get(largest, 0.0)
+            largest, change = largest_change(now, mean)
             label = (
                 f"distance of the {what} from the history's (total variation; "
                 f"largest change {largest!r} {change:+.3f})"
             )
-            self._band("shares", column, label, _tvd(now, mean), bands)
+            self._band("shares", column, label, tvd(now, mean), bands)
             if key == "hour_of_day":
                 continue
             floor = self.settings.vanished_min_share
@@ -415,6 +436,22 @@ def gx_parameters(
             most = max(p["numeric"][column]["zero_share"] for _, p in history)
             nonzero = 0.0 if zero is None else max(0.0, 1.0 - (most + zero))
             parameters[f"{column}_nonzero_min_{level}"] = nonzero
+    for key in (*CATEGORICAL, "hour_of_day"):
+        name = "hour" if key == "hour_of_day" else key
+        past = [p["shares"][key] for _, p in history]
+        mean, spread = reference_shares(past)
+        parameters[f"{name}_shares"] = mean
+        for level in LEVELS:
+            tolerance = _levels(settings.shares).get(level)
+            parameters[f"{name}_shares_max_{level}"] = (
+                None if tolerance is None else spread + tolerance
+            )
+        if key in CATEGORICAL:
+            floor = settings.vanished_min_share
+            parameters[f"{key}_present"] = [
+                v for v in mean if min(p.get(v, 0.0) for p in past) >= floor
+            ]
+            parameters[f"{key}_seen"] = list(mean)
     return parameters
 
 
@@ -436,8 +473,10 @@ def value_findings(
     (``(day, profile)`` of accepted partitions, oldest first; give at least one).
 
     ``hashes`` (:func:`id_hashes` of the partition) enable the replayed-ids check.
-    ``in_gx``: the quantiles, means, zero and most-common-value shares are left to the raw
-    suite's expectations (:func:`gx_parameters`), as the gate does. Rejections first, then warnings.
+    ``in_gx``: the quantiles, means, zero and most-common-value shares, category and hour
+    shares, vanished and new values are left to the raw suite's expectations
+    (:func:`gx_parameters`), as the gate does: what remains needs a second table (far
+    from home) or the history's id samples (replayed ids). Rejections first, then warnings.
     """
     if not history:
         raise ValueError("value_findings needs at least one accepted partition")
@@ -445,7 +484,8 @@ def value_findings(
         return []
     checker = _Checker(profile, history, settings)
     checker.numeric(in_gx)
-    checker.shares()
+    if not in_gx:  # the raw suite's value expectations check these (gx_parameters)
+        checker.shares()
     checker.far_from_home()
     if hashes is not None:
         checker.replayed(hashes)
