@@ -3,6 +3,14 @@
 * :func:`validate_raw_partition` checks one daily partition against ``raw_transactions``;
   :func:`validate_raw_partitions` checks many in date order, their checks optionally on a
   Dask cluster, with the same verdicts and records.
+* Value skew (docs/data_validation.md): a schema-valid partition's statistics
+  (:func:`.values.partition_profile`) go into its record; the next days' suite runs get
+  bands learnt from the last accepted days' statistics as suite parameters (the suite's
+  ``meta.stage: values`` expectations, ``critical`` = reject, ``warning`` = warn; left out
+  with fewer than ``raw.values.min_history`` days), and three checks the suite cannot
+  express run beside it (:func:`.values.reference_findings`, far from home and replayed
+  ids in :func:`.values.value_findings`). Warnings let the partition through and are
+  recorded and shown; every skipped check says why.
 * :func:`validate_training_set` checks a training frame against ``training_set``.
 * :func:`accepted_days` / :func:`partition_status` read the records: feature building
   uses only accepted partitions, so a rejected (or never validated) day stops there.
