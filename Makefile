@@ -66,12 +66,12 @@ demo: $(VENV)/.synced ## The main job: every maturity level in turn (level 2 lea
 	@$(FRAUD) features build
 	@echo; echo "== Level 1: continuous training, serving and monitoring, day by day =="
 	@$(BIN)/python -m pipelines.level1_continuous_training.demo
-	@echo; echo "== Level 2: the pipeline's own CI, then deployment to a local Prefect server =="
+	@echo; echo "== Level 2: the pipeline's own CI, then deployment to a Prefect server (a local one, or the stack's in the production profile) =="
 	@echo "-- the checks every pull request runs first (ci.yml): lint, types, workflows, Dockerfile, prefect.yaml --"
 	@$(MAKE) --no-print-directory lint typecheck lint-workflows lint-docker check-deployments
 	@echo; echo "-- make deploy: Prefect server, work pool, prefect deploy --all, a worker, one deployed CT run --"
 	@$(MAKE) --no-print-directory deploy
-	@echo; echo "The Prefect server and worker keep running so that you can look around; make stop ends them."
+	@echo; echo "The Prefect worker (and the server make deploy started, if any) keep running so that you can look around; make stop ends them."
 
 demo-level1: $(VENV)/.synced ## Level 1 only: play days one by one: CT on each new day, the service live, monitoring; runs table
 	@$(BIN)/python -m pipelines.level1_continuous_training.demo

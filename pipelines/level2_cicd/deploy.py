@@ -657,6 +657,20 @@ def run_on_demand(target: Target, state: Path, timeout: float) -> tuple[Any, flo
             time.sleep(2)
 
 
+def _tracking_uri() -> str:
+    from fraud_detection.config import load_profile
+
+    return str(load_profile().mlflow.tracking_uri or "")
+
+
+def _stop_hint(processes: Mapping[str, Any]) -> str:
+    """What `make stop` will end: the worker, and the server only if make deploy
+    started it (the production profile's server is the stack's: make prod-down)."""
+    if "server" in processes:
+        return "`make stop` ends the server and the worker"
+    return "`make stop` ends the worker (the Prefect server is not make deploy's: it keeps running)"
+
+
 def _ct_record(state: Path, since: str) -> Any | None:
     """The CT run record the on-demand run appended (after ``since``)."""
     from fraud_detection.config import StatePaths
@@ -818,19 +832,22 @@ def up(
     else:
         typer.echo(f"  no CT record in {_shown(state / 'ct' / 'runs.jsonl')} for this run")
     typer.echo(f"  Prefect UI:    {target.ui_url} (Deployments, Flow Runs, Work Pools → {POOL})")
-    mlflow_db = state / "mlflow" / "mlflow.db"
-    typer.echo(
-        "  MLflow UI:     `make mlflow-ui`"
-        + ("" if state == root / "state" else f" (this state: sqlite:///{mlflow_db})")
-    )
+    tracking_uri = _tracking_uri()
+    if tracking_uri.startswith(("http://", "https://")):  # a tracking server: its own UI
+        typer.echo(f"  MLflow UI:     {tracking_uri}")
+    else:
+        mlflow_db = state / "mlflow" / "mlflow.db"
+        typer.echo(
+            "  MLflow UI:     `make mlflow-ui`"
+            + ("" if state == root / "state" else f" (this state: sqlite:///{mlflow_db})")
+        )
     typer.echo(f"  runs table:    fraud ct history --state-dir {_shown(state)}")
 
     lazy = scheduled_without_runs(target, prefect_file)
     typer.echo(
         f"\n{len(deployments)} deployments registered; the worker (pid "
         f"{processes['worker']['pid']}) keeps running their schedules. `make deploy-status` "
-        f"shows them, `make stop` ends the server and the worker. "
-        f"({time.monotonic() - begin:.0f} s)"
+        f"shows them, {_stop_hint(processes)}. ({time.monotonic() - begin:.0f} s)"
     )
     if lazy:
         hint = ""

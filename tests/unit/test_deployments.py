@@ -206,3 +206,22 @@ def test_deploying_to_a_remote_prefect_needs_its_url(monkeypatch: pytest.MonkeyP
     message = str(result.exception)
     assert message.startswith("PREFECT_API_URL is not set")
     assert "\n" not in message
+
+
+def test_make_deploy_uses_the_production_profiles_prefect_server(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The local profile: a server of make deploy's own, on FRAUD_DEPLOY_PORT
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    monkeypatch.delenv("FRAUD_PROFILE", raising=False)
+    monkeypatch.setenv("FRAUD_DEPLOY_PORT", "4300")
+    assert deploy.local_target().api_url == "http://127.0.0.1:4300/api"
+    # The production profile: the stack's server (make prod-up), not a SQLite one
+    monkeypatch.setenv("FRAUD_PROFILE", "production")
+    assert deploy.local_target().api_url == "http://127.0.0.1:4200/api"
+    # PREFECT_API_URL wins over both
+    monkeypatch.setenv("PREFECT_API_URL", "http://prefect.example:4200/api/")
+    assert deploy.local_target().api_url == "http://prefect.example:4200/api"
+    # make stop ends only what make deploy started
+    assert "server and the worker" in deploy._stop_hint({"server": {}, "worker": {}})
+    assert "not make deploy's" in deploy._stop_hint({"worker": {}})
