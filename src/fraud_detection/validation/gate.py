@@ -1101,7 +1101,9 @@ class _Batch:
         return decided
 
     def in_parallel(self, days: list[dt.date], run: PartitionMap) -> list[_Checked]:
-        expected = {day: _expected_outcome(self.paths, day, self.cfg) for day in days}
+        # each pending day's guess reads its file: on the cluster, in parallel
+        guesses = run.map(_expected_outcome, days, done="profiled", paths=self.paths, cfg=self.cfg)
+        expected = dict(zip(days, guesses, strict=True))
         checked: dict[tuple[dt.date, str], _Checked] = {}
         decided: list[_Checked] = []
         pending = list(days)
@@ -1130,7 +1132,7 @@ def _key(job: _Job) -> tuple[dt.date, str]:
     return day, json.dumps(dict(parameters), sort_keys=True, default=str)
 
 
-def _expected_outcome(paths: StatePaths, day: dt.date, cfg: ValidationConfig) -> _Seen:
+def _expected_outcome(day: dt.date, paths: StatePaths, cfg: ValidationConfig) -> _Seen:
     """A guess of a pending day's verdict: accepted, with its file's row count and value
     statistics; an unreadable file is rejected. (A wrong guess costs a second check.)"""
     try:
