@@ -114,6 +114,8 @@ def test_each_value_corruption_is_rejected_naming_its_column(world: World, corru
     assert NEW_DAY not in accepted_days(world.paths)
     named = {f.column for f in outcome.failures}
     assert COLUMN[corruption] in named, outcome.message()
+    assert outcome.data_docs is not None  # the page renders our own expectations too
+    assert outcome.data_docs.is_file()
     record = _record(outcome)
     assert record["success"] is False
     assert COLUMN[corruption] in {f["column"] for f in record["failures"]}  # type: ignore[attr-defined, index]
@@ -228,3 +230,6 @@ def test_a_vanished_channel_is_named(world: World) -> None:
     assert "(largest change 'contactless' -0." in message
     assert "channel: every value of {'contactless', 'in_store', 'online'} present" in message
     assert "missing ['contactless']" in message
+    assert outcome.data_docs is not None
+    page = outcome.data_docs.read_text()
+    assert "the value shares must be within a total variation distance of" in page

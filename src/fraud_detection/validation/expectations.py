@@ -33,6 +33,11 @@ from great_expectations.expectations.metrics.column_aggregate_metric_provider im
     ColumnAggregateMetricProvider,
     column_aggregate_value,
 )
+from great_expectations.render.components import (
+    LegacyRendererType,
+    RenderedStringTemplateContent,
+)
+from great_expectations.render.renderer.renderer import renderer
 from great_expectations.util import convert_to_json_serializable
 
 from fraud_detection.validation.values import hour_shares, largest_change, tvd, value_shares
@@ -80,6 +85,20 @@ class ColumnMostCommonValueShare(ColumnAggregateMetricProvider):
         return {"share": float(counts.max() / len(column)), "value": value}
 
 
+def _sentence(
+    template: str, configuration: Any, runtime_configuration: dict[str, Any] | None
+) -> list[RenderedStringTemplateContent]:
+    """A Data Docs sentence: ``$name`` placeholders filled from the expectation's kwargs."""
+    params = dict(configuration.kwargs) if configuration is not None else {}
+    styling = (runtime_configuration or {}).get("styling") or {}
+    return [
+        RenderedStringTemplateContent(
+            content_block_type="string_template",
+            string_template={"template": template, "params": params, "styling": styling},
+        )
+    ]
+
+
 class ExpectColumnMostCommonValueShareToBeBetween(ColumnAggregateExpectation):
     """The share of a column's rows holding its most common value is within
     ``min_value``..``max_value`` (either may be None: unbounded)."""
@@ -91,6 +110,20 @@ class ExpectColumnMostCommonValueShareToBeBetween(ColumnAggregateExpectation):
     metric_dependencies: ClassVar[tuple[str, ...]] = ("column.most_common_value_share",)
     success_keys: ClassVar[tuple[str, ...]] = ("min_value", "max_value")
     args_keys: ClassVar[tuple[str, ...]] = ("column", "min_value", "max_value")
+
+    @classmethod
+    @renderer(renderer_type=LegacyRendererType.PRESCRIPTIVE)
+    def _prescriptive_renderer(
+        cls,
+        configuration: Any = None,
+        result: Any = None,
+        runtime_configuration: dict[str, Any] | None = None,
+    ) -> list[RenderedStringTemplateContent]:
+        return _sentence(
+            "$column: the share of rows holding its most common value must be at most $max_value.",
+            configuration,
+            runtime_configuration,
+        )
 
     def _validate(
         self,
@@ -142,6 +175,22 @@ class ExpectColumnValueSharesToBeCloseTo(ColumnAggregateExpectation):
     metric_dependencies: ClassVar[tuple[str, ...]] = ("column.value_shares",)
     success_keys: ClassVar[tuple[str, ...]] = ("reference", "max_distance")
     args_keys: ClassVar[tuple[str, ...]] = ("column", "reference", "max_distance")
+    _what: ClassVar[str] = "value shares"
+
+    @classmethod
+    @renderer(renderer_type=LegacyRendererType.PRESCRIPTIVE)
+    def _prescriptive_renderer(
+        cls,
+        configuration: Any = None,
+        result: Any = None,
+        runtime_configuration: dict[str, Any] | None = None,
+    ) -> list[RenderedStringTemplateContent]:
+        return _sentence(
+            f"$column: the {cls._what} must be within a total variation distance of "
+            "$max_distance from the reference shares.",
+            configuration,
+            runtime_configuration,
+        )
 
     def _validate(
         self,
@@ -169,3 +218,4 @@ class ExpectColumnHourSharesToBeCloseTo(ExpectColumnValueSharesToBeCloseTo):
     the ``reference`` shares (``"00"`` .. ``"23"``)."""
 
     metric_dependencies: ClassVar[tuple[str, ...]] = ("column.hour_shares",)
+    _what: ClassVar[str] = "UTC hour-of-day shares"
