@@ -804,9 +804,9 @@ def validate_raw_partition(
     Reads ``raw/date=YYYY-MM-DD/transactions.parquet`` unless ``df`` is given (the record
     then vouches for that frame, not for the file). A missing partition raises
     :class:`PartitionNotFoundError`; a file that is not readable Parquet is rejected. The
-    row-count bounds come from the accepted partitions before ``day`` (validate days in
-    date order). Validating a day again replaces its record. Never raises for bad data:
-    call :meth:`ValidationOutcome.raise_for_failure`.
+    row-count bounds and the value-skew bands come from the accepted partitions before
+    ``day`` (validate days in date order). Validating a day again replaces its record.
+    Never raises for bad data: call :meth:`ValidationOutcome.raise_for_failure`.
     """
     cfg = config or load_validation_config()
     validated_at = _utc_now(now)
