@@ -233,3 +233,18 @@ def test_a_vanished_channel_is_named(world: World) -> None:
     assert outcome.data_docs is not None
     page = outcome.data_docs.read_text()
     assert "the value shares must be within a total variation distance of" in page
+
+
+def test_a_level_turned_off_in_the_config_is_not_checked(world: World) -> None:
+    from fraud_detection.validation.settings import Tolerance
+
+    values = world.config.raw.values.model_copy(update={"amount": Tolerance(reject=2.0, warn=None)})
+    config = world.config.model_copy(
+        update={"raw": world.config.raw.model_copy(update={"values": values})}
+    )
+    shifted = world.clean.assign(amount=world.clean["amount"] * 1.5)
+
+    outcome = validate_raw_partition(world.paths, NEW_DAY, shifted, config=config)
+
+    assert outcome.success, outcome.message()
+    assert not [w for w in outcome.warnings if w.column == "amount"], outcome.message()

@@ -226,3 +226,24 @@ def test_clean_and_drifting_months_have_no_rejected_day(seed: int, scenario: str
     assert rejections == [], "\n".join(rejections)
     if scenario == "clean":
         assert len(warnings) <= 3, "\n".join(warnings)
+
+
+def test_gx_parameters_fill_every_value_parameter_of_the_suite(week: dict[str, Any]) -> None:
+    from fraud_detection.validation.suites import RAW_SUITE, VALUE_STAGE, build_suites
+    from fraud_detection.validation.values import gx_parameters
+
+    suite = build_suites()[RAW_SUITE]
+    needed = {
+        value["$PARAMETER"]
+        for e in suite["expectations"]
+        if e["meta"].get("stage") == VALUE_STAGE
+        for value in e["kwargs"].values()
+        if isinstance(value, dict) and "$PARAMETER" in value
+    }
+    off = SETTINGS.model_copy(update={"amount": Tolerance(reject=2.0, warn=None)})
+
+    for settings in (SETTINGS, off):
+        parameters = gx_parameters(week["history"], settings)
+        assert set(parameters) == needed
+    assert parameters["amount_quantiles_warn"]["value_ranges"][0] == [None, None]
+    assert parameters["amount_mean_min_warn"] is None
