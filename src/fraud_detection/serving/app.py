@@ -18,8 +18,10 @@ parsing. Probes (``/health``, ``/ready``) and the docs need no key.
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import hmac
 import logging
+import math
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
@@ -27,7 +29,8 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 
 from fraud_detection.config import Profile, Secrets, StatePaths, load_profile, state_paths
@@ -64,6 +67,67 @@ def predictions_folder(paths: StatePaths) -> Path:
 
 def _json(body: Any, status: int = 200) -> Response:
     return Response(orjson.dumps(body), status_code=status, media_type="application/json")
+
+
+def _safe_input(value: Any) -> Any:
+    """A rejected input as JSON can carry it: non-finite numbers and text that is not
+    valid Unicode (a lone surrogate) as their ``repr``, integers beyond 64 bits as text,
+    containers element by element, anything long cut short. (FastAPI's own handler echoes them raw and fails with a 500.)"""
+    if isinstance(value, float) and not math.isfinite(value):
+        return repr(value)
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            value = value.encode("utf-8", "backslashreplace").decode("ascii", "replace")
+        return value if len(value) <= 200 else value[:200] + "…"
+    if isinstance(value, dict):
+        return {_safe_input(str(k)): _safe_input(v) for k, v in list(value.items())[:50]}
+    if isinstance(value, list | tuple):
+        return [_safe_input(v) for v in list(value)[:50]]
+    if isinstance(value, int) and not isinstance(value, bool) and not -(2**63) <= value < 2**64:
+        return str(value)  # beyond what JSON encoders take as a number
+    if value is None or isinstance(value, bool | int | float):
+        return value
+    return _safe_input(str(value))
+
+
+def validation_error(errors: Any) -> Response:
+    """422 naming each offending field (``loc``), what is wrong and the input, always
+    encodable: the shape of FastAPI's own validation errors."""
+    detail = []
+    for error in errors:
+        item: dict[str, Any] = {
+            "type": str(error.get("type", "value_error")),
+            "loc": [p if isinstance(p, int) else _safe_input(str(p)) for p in error.get("loc", ())],
+            "msg": _safe_input(str(error.get("msg", ""))),
+        }
+        if "input" in error:
+            item["input"] = _safe_input(error["input"])
+        detail.append(item)
+    return _json({"detail": detail}, 422)
+
+
+def _timestamp_problem(
+    stamp: dt.datetime, config: ServingConfig, loc: list[str | int]
+) -> dict[str, Any] | None:
+    """A 422 item when ``stamp`` lies outside the plausible window around the clock."""
+    now = dt.datetime.now(dt.UTC)
+    ahead = (stamp - now).total_seconds()
+    if ahead > config.timestamp_max_future_s:
+        bound = f"at most {config.timestamp_max_future_s:,.0f} s after the service's clock"
+    elif -ahead > config.timestamp_max_age_days * 86_400:
+        bound = f"at most {config.timestamp_max_age_days:,.0f} days before the service's clock"
+    else:
+        return None
+    return {
+        "type": "timestamp_out_of_window",
+        "loc": loc,
+        "msg": f"timestamp {stamp.isoformat()} must be {bound} "
+        f"({now.isoformat(timespec='seconds')}; serving.timestamp_max_future_s / "
+        "timestamp_max_age_days)",
+        "input": stamp.isoformat(),
+    }
 
 
 # ----------------------------------------------------------------- middleware
@@ -211,10 +275,10 @@ def create_app(
     api_key: str | None = None
     if profile.serving.api_key_required:
         secret = Secrets().api_key
-        if secret is None or not secret.get_secret_value():
+        if secret is None or not secret.get_secret_value().strip():
             raise ServingError(
                 f"profile {profile.name!r} requires an API key (serving.api_key_required) but "
-                "FRAUD_API_KEY is not set: export FRAUD_API_KEY=<key> and start again"
+                "FRAUD_API_KEY is not set (or blank): export FRAUD_API_KEY=<key> and start again"
             )
         api_key = secret.get_secret_value()
 
@@ -279,6 +343,10 @@ def create_app(
     )
     secured: dict[str, Any] = {"security": [{"APIKeyHeader": []}]} if api_key else {}
 
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(_request: Request, exc: RequestValidationError) -> Response:
+        return validation_error(exc.errors())
+
     def _serving() -> tuple[_Service, Predictor, ServedModel] | Response:
         """The service, its predictor and the model to answer with (read once), or a 503
         saying why not."""
@@ -313,6 +381,9 @@ def create_app(
     )
     async def predict(transaction: Transaction) -> Response:
         started = time.perf_counter()
+        late = _timestamp_problem(transaction.timestamp, config, ["body", "timestamp"])
+        if late is not None:
+            return _json({"detail": [late]}, 422)
         serving = _serving()
         if isinstance(serving, Response):
             return serving
@@ -331,6 +402,17 @@ def create_app(
     )
     async def predict_batch(batch: BatchRequest) -> Response:
         started = time.perf_counter()
+        late = [
+            problem
+            for i, t in enumerate(batch.transactions)
+            if (
+                problem := _timestamp_problem(
+                    t.timestamp, config, ["body", "transactions", i, "timestamp"]
+                )
+            )
+        ]
+        if late:
+            return _json({"detail": late[:20]}, 422)
         serving = _serving()
         if isinstance(serving, Response):
             return serving

@@ -13,7 +13,6 @@ benchmarks and the demo.
 from __future__ import annotations
 
 import datetime as dt
-import math
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
@@ -63,11 +62,23 @@ class Transaction(BaseModel):
     )
 
     transaction_id: Annotated[str | None, Field(max_length=128)] = None
-    card_id: Annotated[int, Field(ge=0, le=MAX_ID, description="The card (feature-store key).")]
-    merchant_id: Annotated[
-        int, Field(ge=0, le=MAX_ID, description="The merchant (feature-store key).")
+    # Strict numbers: true, "5" or 5.0 is not an id, and "5" is not an amount.
+    card_id: Annotated[
+        int, Field(ge=0, le=MAX_ID, strict=True, description="The card (feature-store key).")
     ]
-    amount: Annotated[float, Field(gt=0, le=MAX_AMOUNT, description="In the card's currency.")]
+    merchant_id: Annotated[
+        int, Field(ge=0, le=MAX_ID, strict=True, description="The merchant (feature-store key).")
+    ]
+    amount: Annotated[
+        float,
+        Field(
+            gt=0,
+            le=MAX_AMOUNT,
+            strict=True,
+            allow_inf_nan=False,
+            description="In the card's currency.",
+        ),
+    ]
     timestamp: Annotated[
         AwareDatetime, Field(description="When it happened; needs a time zone (Z or +hh:mm).")
     ]
@@ -81,21 +92,28 @@ class Transaction(BaseModel):
             "scored as an unknown category (the model's missing-value branch).",
         ),
     ]
-    latitude: Annotated[float, Field(ge=-90, le=90)]
-    longitude: Annotated[float, Field(ge=-180, le=180)]
+    latitude: Annotated[float, Field(ge=-90, le=90, strict=True, allow_inf_nan=False)]
+    longitude: Annotated[float, Field(ge=-180, le=180, strict=True, allow_inf_nan=False)]
 
     @field_validator("timestamp")
     @classmethod
     def _to_utc(cls, value: dt.datetime) -> dt.datetime:
-        return value.astimezone(dt.UTC)
+        try:  # 0001-01-01T00:00+01:00 is a valid datetime whose UTC time is not
+            return value.astimezone(dt.UTC)
+        except OverflowError:
+            raise ValueError("is outside the range of dates in UTC") from None
 
-    @field_validator("amount", "latitude", "longitude")
+    @field_validator("transaction_id", "merchant_category")
     @classmethod
-    def _finite(cls, value: float) -> float:
-        # Bounds already exclude inf; NaN compares false against every bound, so check it.
-        if not math.isfinite(value):
-            raise ValueError("must be a finite number")
+    def _unicode(cls, value: str | None) -> str | None:
+        # JSON allows a lone surrogate escape ("\ud800"), which is no character at all.
+        if value is not None:
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                raise ValueError("must be valid Unicode text (a lone surrogate)") from None
         return value
+
 
 
 class Prediction(BaseModel):

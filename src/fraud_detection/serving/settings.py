@@ -55,6 +55,9 @@ class ServingConfig(_FileSettings):
     max_body_bytes: int = Field(1_048_576, ge=1_024)
     max_batch_rows: int = Field(1_000, ge=1)
     threshold: float | None = Field(None, gt=0, lt=1)
+    # A transaction's timestamp must lie within this window around the service's clock.
+    timestamp_max_future_s: float = Field(86_400.0, ge=0)
+    timestamp_max_age_days: float = Field(3_650.0, gt=0)
     prediction_log: PredictionLogSettings = PredictionLogSettings()
     delivery: DeliverySettings = DeliverySettings()
 
