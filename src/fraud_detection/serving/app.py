@@ -72,7 +72,8 @@ def _json(body: Any, status: int = 200) -> Response:
 def _safe_input(value: Any) -> Any:
     """A rejected input as JSON can carry it: non-finite numbers and text that is not
     valid Unicode (a lone surrogate) as their ``repr``, integers beyond 64 bits as text,
-    containers element by element, anything long cut short. (FastAPI's own handler echoes them raw and fails with a 500.)"""
+    containers element by element, anything long cut short. (FastAPI's own handler
+    echoes them raw and fails with a 500.)"""
     if isinstance(value, float) and not math.isfinite(value):
         return repr(value)
     if isinstance(value, str):
