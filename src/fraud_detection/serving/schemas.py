@@ -115,7 +115,6 @@ class Transaction(BaseModel):
         return value
 
 
-
 class Prediction(BaseModel):
     """The response of ``POST /predict``."""
 
