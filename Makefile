@@ -105,6 +105,7 @@ typecheck: $(VENV)/.synced ## Type-check src/ (mypy)
 bench: $(VENV)/.synced ## Benchmarks, each against a baseline in the same run; results in benchmarks/results/
 	@$(BIN)/python benchmarks/bench_simulator.py
 	@$(BIN)/python benchmarks/bench_validation.py
+	@$(BIN)/python benchmarks/bench_value_skew.py
 	@$(BIN)/python benchmarks/bench_feature_store.py
 	@$(BIN)/python benchmarks/bench_ct.py
 	@$(BIN)/python benchmarks/bench_serving.py
