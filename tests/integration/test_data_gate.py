@@ -40,7 +40,7 @@ from fraud_detection.validation.gate import (
     validate_training_set,
 )
 from fraud_detection.validation.settings import ValidationConfig, load_validation_config
-from fraud_detection.validation.suites import TRAINING_COLUMNS
+from fraud_detection.validation.suites import TRAINING_COLUMNS, TRAINING_VALUE_COLUMNS
 
 pytestmark = pytest.mark.integration
 
@@ -347,6 +347,121 @@ def test_bad_training_set_is_rejected_and_named(
         assert word in message, f"{word!r} not in:\n{message}"
     assert err.value.data_docs is not None
     assert err.value.data_docs.is_file()
+
+
+# ------------------------------------- a training set against the champion's training set
+
+
+def _more_fraud(df: pd.DataFrame, factor: float, seed: int = 0) -> pd.DataFrame:
+    """The same frame with ``factor`` times its label rate (legitimate rows relabelled)."""
+    out = df.copy()
+    honest = out.index[out["is_fraud"] == 0]
+    extra = round((factor - 1) * int(out["is_fraud"].sum()))
+    flip = np.random.default_rng(seed).choice(honest, size=extra, replace=False)
+    out.loc[flip, "is_fraud"] = 1
+    return out
+
+
+@pytest.fixture(scope="module")
+def champion_set(world: World, training_frame: pd.DataFrame) -> str:
+    """The training frame validated once as the champion's training set (its profile kept)."""
+    outcome = validate_training_set(
+        world.paths, training_frame, "champion-set", config=world.config
+    )
+    assert outcome.success, outcome.message()
+    record = json.loads(outcome.record.read_text())
+    assert record["profile"]["label_rate"] == pytest.approx(training_frame["is_fraud"].mean())
+    assert "amount_log" in record["profile"]["partitions"]
+    return "champion-set"
+
+
+def test_a_training_set_like_the_champions_passes_its_value_checks(
+    world: World, training_frame: pd.DataFrame, champion_set: str
+) -> None:
+    alone = validate_training_set(world.paths, training_frame, "alone", config=world.config)
+    compared = validate_training_set(
+        world.paths, training_frame, "same", config=world.config, reference=champion_set
+    )
+
+    assert compared.success, compared.message()
+    assert not compared.warnings
+    # the label rate and every model feature's distribution were checked, at two levels
+    assert compared.evaluated == alone.evaluated + 2 * (1 + len(TRAINING_VALUE_COLUMNS))
+    assert compared.values == {
+        "compared_with": f"the champion's training set {champion_set} "
+        f"({len(training_frame):,} rows)",
+        "skipped": [],
+    }
+    assert alone.values is not None
+    assert alone.values["skipped"] == ["no training set to compare with (no champion yet)"]
+
+
+@pytest.mark.parametrize(
+    ("case", "damage", "column"),
+    [
+        ("label_rate_x4", lambda df: _more_fraud(df, 4.0), "is_fraud"),
+        (
+            "amount_log_shifted",
+            lambda df: df.assign(amount_log=df["amount_log"] + 2.0),
+            "amount_log",
+        ),
+        (
+            "distance_zeroed",
+            lambda df: df.assign(distance_from_home_km=0.0),
+            "distance_from_home_km",
+        ),
+        ("channel_collapsed", lambda df: df.assign(channel="online"), "channel"),
+    ],
+)
+def test_a_training_set_unlike_the_champions_is_rejected_naming_the_column(
+    world: World,
+    training_frame: pd.DataFrame,
+    champion_set: str,
+    case: str,
+    damage: Callable[[pd.DataFrame], pd.DataFrame],
+    column: str,
+) -> None:
+    outcome = validate_training_set(
+        world.paths, damage(training_frame), case, config=world.config, reference=champion_set
+    )
+
+    assert not outcome.success
+    named = [f for f in outcome.failures if f.column == column]
+    assert named, outcome.message()
+    assert f"the champion's training set {champion_set}" in named[0].line()
+    assert {f.column for f in outcome.failures} <= {column, "amount_to_card_mean_7d", "is_online"}
+
+
+def test_a_label_rate_one_and_a_half_to_three_times_the_champions_is_a_warning(
+    world: World, training_frame: pd.DataFrame, champion_set: str
+) -> None:
+    outcome = validate_training_set(
+        world.paths,
+        _more_fraud(training_frame, 2.0),
+        "label_rate_x2",
+        config=world.config,
+        reference=champion_set,
+    )
+
+    assert outcome.success, outcome.message()
+    assert [w.column for w in outcome.warnings] == ["is_fraud"]
+    assert "warning: is_fraud: mean between" in outcome.warning_lines()[0]
+    assert json.loads(outcome.record.read_text())["warnings"][0]["column"] == "is_fraud"
+
+
+def test_a_champion_set_without_a_profile_is_skipped_with_the_reason(
+    world: World, training_frame: pd.DataFrame
+) -> None:
+    outcome = validate_training_set(
+        world.paths, training_frame, "no-reference", config=world.config, reference="never-seen"
+    )
+
+    assert outcome.success
+    assert outcome.values is not None
+    assert "'never-seen' has no profile" in outcome.values["skipped"][0]
+    assert "value checks skipped: the champion's training set 'never-seen'" in "\n".join(
+        outcome.warning_lines()
+    )
 
 
 # ------------------------------------------------------------------ CLI

@@ -592,6 +592,11 @@ def champion(name: str) -> ModelVersion | None:
     return _by_alias(name, CHAMPION)
 
 
+def run_tags(run_id: str) -> dict[str, str]:
+    """A run's tags (``training_set``, ``trigger``, lineage ...)."""
+    return dict(_client().get_run(run_id).data.tags)
+
+
 def challenger(name: str) -> ModelVersion | None:
     """The latest complete version not yet promoted (alias ``challenger``), or ``None``."""
     return _by_alias(name, CHALLENGER)

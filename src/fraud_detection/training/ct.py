@@ -15,6 +15,7 @@ import datetime as dt
 import functools
 import hashlib
 import json
+import logging
 import os
 import time
 from collections.abc import Mapping, Sequence
@@ -195,13 +196,34 @@ def build_training_set(ctx: CTContext, when: pd.Timestamp) -> Path:
     return path
 
 
+def champion_training_set(ctx: CTContext) -> tuple[str | None, str | None]:
+    """The champion's training set (the file stem its run was tagged with), or None and
+    why there is none to compare a new training set with."""
+    from fraud_detection.registry import tracking
+
+    try:
+        current = tracking.champion(ctx.model_name)
+        if current is None:
+            return None, "no champion yet: nothing to compare the training set with"
+        tag = tracking.run_tags(str(current.run_id)).get("training_set")
+    except Exception as exc:  # the registry down: the schema checks still run
+        return None, f"the champion could not be read from the registry ({type(exc).__name__})"
+    if not tag:
+        return None, f"champion v{current.version}'s run names no training set"
+    return Path(tag).stem, None
+
+
 def validate_training_set(ctx: CTContext, path: Path) -> TrainingSet:
-    """The training-set gate; raises :class:`DataValidationError` when it fails."""
+    """The training-set gate, against the champion's training set when there is one;
+    raises :class:`DataValidationError` when it fails."""
     from fraud_detection.validation.gate import validate_training_set as gate
 
     frame = pd.read_parquet(path)
-    outcome = gate(ctx.paths, frame, path.stem, source=path)
+    reference, why = champion_training_set(ctx)
+    outcome = gate(ctx.paths, frame, path.stem, source=path, reference=reference, skipped=why)
     outcome.raise_for_failure()
+    for line in outcome.warning_lines():  # let through, recorded: say it
+        logging.getLogger(__name__).warning("training set %s: %s", path.stem, line)
     stamps = frame["event_timestamp"]
     return TrainingSet(
         path=path,

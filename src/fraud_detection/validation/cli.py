@@ -116,6 +116,13 @@ def training_set(
     name: Annotated[
         str | None, typer.Option(help="Name of the record (default: the file's stem).")
     ] = None,
+    against: Annotated[
+        str | None,
+        typer.Option(
+            help="Compare its label rate and feature distributions with this recorded "
+            "training set (a record name, e.g. the champion's training_set_2026-01-13)."
+        ),
+    ] = None,
     state_dir: StateDir = None,
 ) -> None:
     """Validate a training frame; exit 1 if it is rejected."""
@@ -129,7 +136,14 @@ def training_set(
         df = pd.read_parquet(path)
     except Exception as exc:
         raise FraudError(f"{path}: not readable as Parquet ({type(exc).__name__})") from exc
-    outcome = validate_training_set(_paths(state_dir), df, name or path.stem, source=path)
+    outcome = validate_training_set(
+        _paths(state_dir),
+        df,
+        name or path.stem,
+        source=path,
+        reference=against,
+        skipped="no --against training set given",
+    )
     _report(outcome)
     if not outcome.success:
         raise typer.Exit(1)

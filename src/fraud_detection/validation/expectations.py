@@ -18,6 +18,11 @@ gate imports it only where it runs a suite or builds Data Docs (:mod:`.gate`).
   shares of a timestamp column) and ``reference`` shares is at most ``max_distance``. GX's
   ``expect_column_kl_divergence_to_be_less_than`` is the nearest, but KL is infinite when a
   value is missing from either side and its tolerance is not in the units of a share.
+* ``expect_column_kl_divergence_to_be_below_reference``: GX's
+  ``expect_column_kl_divergence_to_be_less_than`` (the training-set gate's comparison with
+  the champion's training set), whose Data Docs sentence GX 1.24 cannot render when the
+  partition object is a suite parameter (it reads its ``weights`` before substitution and
+  logs a traceback); the check itself is GX's own.
 """
 
 from __future__ import annotations
@@ -25,6 +30,9 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 from great_expectations.execution_engine.pandas_execution_engine import PandasExecutionEngine
+from great_expectations.expectations.core.expect_column_kl_divergence_to_be_less_than import (
+    ExpectColumnKLDivergenceToBeLessThan,
+)
 from great_expectations.expectations.core.expect_column_quantile_values_to_be_between import (
     ExpectColumnQuantileValuesToBeBetween,
 )
@@ -47,6 +55,7 @@ __all__ = [
     "ColumnMostCommonValueShare",
     "ColumnValueShares",
     "ExpectColumnHourSharesToBeCloseTo",
+    "ExpectColumnKlDivergenceToBeBelowReference",
     "ExpectColumnMostCommonValueShareToBeBetween",
     "ExpectColumnQuantileValuesToBeWithinBands",
     "ExpectColumnValueSharesToBeCloseTo",
@@ -219,3 +228,24 @@ class ExpectColumnHourSharesToBeCloseTo(ExpectColumnValueSharesToBeCloseTo):
 
     metric_dependencies: ClassVar[tuple[str, ...]] = ("column.hour_shares",)
     _what: ClassVar[str] = "UTC hour-of-day shares"
+
+
+class ExpectColumnKlDivergenceToBeBelowReference(ExpectColumnKLDivergenceToBeLessThan):
+    """GX's KL-divergence expectation against a reference partition given as a suite
+    parameter, with a Data Docs sentence that does not need the partition itself."""
+
+    @classmethod
+    @renderer(renderer_type=LegacyRendererType.PRESCRIPTIVE)
+    def _prescriptive_renderer(
+        cls,
+        configuration: Any = None,
+        result: Any = None,
+        runtime_configuration: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> Any:
+        return _sentence(
+            "$column: KL divergence of its distribution from the reference training set's "
+            "must be below $threshold.",
+            configuration,
+            runtime_configuration,
+        )

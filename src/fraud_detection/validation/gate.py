@@ -60,6 +60,7 @@ from fraud_detection.validation.settings import ValidationConfig, load_validatio
 from fraud_detection.validation.suites import (
     RAW_SUITE,
     TRAINING_SUITE,
+    TRAINING_VALUE_COLUMNS,
     VALUE_STAGE,
     load_suite,
     raw_parameters,
@@ -67,12 +68,15 @@ from fraud_detection.validation.suites import (
 )
 from fraud_detection.validation.values import (
     PROFILE_VERSION,
+    TRAINING_PROFILE_VERSION,
     Finding,
     gx_parameters,
     history_source,
     id_hashes,
     partition_profile,
     reference_findings,
+    training_gx_parameters,
+    training_profile,
     value_findings,
 )
 
@@ -103,10 +107,13 @@ _SITE = "fraud_docs"
 _DATASOURCE = "fraud_detection"
 _READABLE = "readable_parquet"  # our own check, before GX: the file opens as Parquet
 _SUBJECTS = {"expect_table_columns_to_match_set": "columns", _READABLE: "file"}
-VALUE_PARAMETER = "amount_quantiles_reject"  # present when the value stage's bands are
+# present when the value stage has a reference: the raw gate's bands from the history,
+# the training gate's champion training set
+VALUE_PARAMETERS = ("amount_quantiles_reject", "kl_max_reject")
 # our own expectations (validation/expectations.py)
 QUANTILE_BANDS = "expect_column_quantile_values_to_be_within_bands"
 TOP_SHARE = "expect_column_most_common_value_share_to_be_between"
+KL_BELOW_REFERENCE = "expect_column_kl_divergence_to_be_below_reference"
 VALUE_SHARES = "expect_column_value_shares_to_be_close_to"
 HOUR_SHARES = "expect_column_hour_shares_to_be_close_to"
 VALUE_CHECK = "value_"  # the prefix of the value-skew stage's checks (not GX expectations)
@@ -334,6 +341,8 @@ def _expected(kind: str, kwargs: Mapping[str, Any]) -> str:
         if isinstance(mostly, int | float) and mostly < 1:
             return f"share of values in {values} at most {1 - mostly:.4g}"
         return f"no values in {values}"
+    if kind == KL_BELOW_REFERENCE:
+        return f"KL divergence from the distribution at most {_show(kwargs.get('threshold'))}"
     if kind in (VALUE_SHARES, HOUR_SHARES):
         what = "hour-of-day shares" if kind == HOUR_SHARES else "value shares"
         limit = _show(kwargs.get("max_distance"))
@@ -521,6 +530,7 @@ def _run_suite(
     run_time: dt.datetime,
     result_format: Literal["BASIC", "SUMMARY"],
     with_index: bool = True,
+    value_source: str | None = None,
 ) -> _RunResult:
     """Validate ``df`` against the versioned suite in one checkpoint run, with Data Docs.
 
@@ -535,13 +545,18 @@ def _run_suite(
     from fraud_detection.validation import expectations  # noqa: F401  (registers ours)
 
     definition = load_suite(suite_name)
-    if VALUE_PARAMETER not in parameters:  # too little history: the value stage waits
-        definition = {
-            **definition,
-            "expectations": [
-                e for e in definition["expectations"] if e["meta"].get("stage") != VALUE_STAGE
-            ],
-        }
+    # The value stage runs with its reference (enough history, a champion's training set),
+    # each expectation only when the reference has its parameters (a column it lacks).
+    staged = any(name in parameters for name in VALUE_PARAMETERS)
+    definition = {
+        **definition,
+        "expectations": [
+            e
+            for e in definition["expectations"]
+            if e["meta"].get("stage") != VALUE_STAGE
+            or (staged and _parameters_of(e["kwargs"]) <= set(parameters))
+        ],
+    }
     context = _context(paths)
     suite = ExpectationSuite(**copy.deepcopy(definition))  # GX adds to the dicts it gets
     # GX logs and drops an expectation whose type it does not know: fail loudly instead.
@@ -576,7 +591,7 @@ def _run_suite(
         run_id=RunIdentifier(run_name=run_name, run_time=run_time),
     )
     columns = {str(c) for c in df.columns}
-    source = _history_source(parameters.get("value_history") or [])
+    source = value_source or _history_source(parameters.get("value_history") or [])
     failures: list[Failure] = []
     value_failures: list[Failure] = []
     warnings: list[Failure] = []
@@ -632,6 +647,15 @@ def _run_suite(
         tuple(value_failures),
         tuple(warnings),
     )
+
+
+def _parameters_of(kwargs: Mapping[str, Any]) -> set[str]:
+    """The suite parameters (``{"$PARAMETER": name}``) an expectation's kwargs refer to."""
+    return {
+        str(value["$PARAMETER"])
+        for value in kwargs.values()
+        if isinstance(value, Mapping) and "$PARAMETER" in value
+    }
 
 
 def _history_source(days: Sequence[str]) -> str:
@@ -1200,11 +1224,19 @@ def validate_training_set(
     *,
     config: ValidationConfig | None = None,
     source: Path | None = None,
+    reference: str | None = None,
+    skipped: str | None = None,
 ) -> ValidationOutcome:
     """Check a training frame against ``training_set``; record it as ``training/<name>.json``.
 
     ``name`` identifies the training set (letters, digits, ``.``, ``_``, ``-``), e.g. the
     training run or the file stem; ``source`` is the file it came from, if any.
+
+    ``reference`` names the training set to compare values with (the champion's, which CT
+    passes): its record's profile gives the label rate's band and each feature's
+    distribution for the suite's value expectations (``meta.stage: values``). Without one,
+    or when its record has no profile, those are skipped with the reason (``skipped``:
+    why the caller has none). The frame's own profile goes into its record.
     """
     if not _NAME.match(name):
         raise FraudError(
@@ -1214,20 +1246,49 @@ def validate_training_set(
     cfg = config or load_validation_config()
     validated_at = _utc_now(None)
     parameters = training_parameters(cfg.training)
-    run = _run_suite(paths, TRAINING_SUITE, df, parameters, name, validated_at, cfg.result_format)
+    settings = cfg.training.values
+    profile = training_profile(df, TRAINING_VALUE_COLUMNS, settings)
+    compared: str | None = None
+    reasons: list[str] = []
+    if reference is None:
+        reasons.append(skipped or "no training set to compare with (no champion yet)")
+    else:
+        record = _read_record(_training_records(paths) / f"{reference}.json")
+        known = (record or {}).get("profile")
+        if not known or known.get("version") != TRAINING_PROFILE_VERSION:
+            reasons.append(
+                f"the champion's training set {reference!r} has no profile in "
+                f"{_training_records(paths) / f'{reference}.json'} (validated before profiles "
+                "were kept): compared from the next champion on"
+            )
+        else:
+            parameters.update(training_gx_parameters(known, settings))
+            compared = f"the champion's training set {reference} ({known['rows']:,} rows)"
+    run = _run_suite(
+        paths,
+        TRAINING_SUITE,
+        df,
+        parameters,
+        name,
+        validated_at,
+        cfg.result_format,
+        value_source=compared,
+    )
     outcome = ValidationOutcome(
         batch=f"training set {name!r}",
         suite=TRAINING_SUITE,
         success=run.success,
         rows=len(df),
         evaluated=run.evaluated,
-        failures=run.failures,
+        failures=(*run.failures, *run.value_failures),
         parameters=parameters,
         record=_training_records(paths) / f"{name}.json",
         data_docs=run.data_docs,
         result_id=run.result_id,
         validated_at=validated_at,
         sample_size=cfg.sample_size,
+        warnings=run.warnings,
+        values={"compared_with": compared, "skipped": reasons},
     )
     fingerprint = _fingerprint(source) if source is not None and source.is_file() else None
-    return _finish(outcome, {"training_set": name}, fingerprint)
+    return _finish(outcome, {"training_set": name, "profile": profile}, fingerprint)

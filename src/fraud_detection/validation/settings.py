@@ -94,12 +94,33 @@ class RawGateSettings(_Section):
         return self
 
 
+class TrainingValueSettings(_Section):
+    """A training set against the champion's: its label rate and each model feature's
+    distribution (GX expectations with bounds from the champion's training set)."""
+
+    # label rate: a factor (>= 1) either way of the champion's training set's rate
+    label_rate: Tolerance = Tolerance(reject=3.0, warn=1.5)
+    # each model feature (and merchant_category, channel): KL divergence of its histogram
+    # from the champion's (expect_column_kl_divergence_to_be_less_than)
+    kl_divergence: Tolerance = Tolerance(reject=0.5, warn=0.1)
+    bins: int = Field(10, ge=2, le=100)  # quantile bins of a numeric feature
+    max_values: int = Field(12, ge=2)  # at most this many distinct values: kept as values
+
+    @model_validator(mode="after")
+    def _factor(self) -> TrainingValueSettings:
+        for level in (self.label_rate.reject, self.label_rate.warn):
+            if level is not None and level < 1.0:
+                raise ValueError(f"training.values.label_rate: a factor must be >= 1, got {level}")
+        return self
+
+
 class TrainingGateSettings(_Section):
-    """Size and label rate of a training set."""
+    """Size and label rate of a training set, and its values against the champion's."""
 
     min_rows: int = Field(1000, ge=1)
     label_rate_min: float = Field(0.001, ge=0, le=1)
     label_rate_max: float = Field(0.10, ge=0, le=1)
+    values: TrainingValueSettings = TrainingValueSettings()
 
     @model_validator(mode="after")
     def _ordered(self) -> TrainingGateSettings:

@@ -227,6 +227,62 @@ def _value_parameters() -> dict[str, str]:
     return out
 
 
+# The training-set gate's value stage: these columns' distributions against the champion's
+# training set (KL divergence), and the label rate.
+TRAINING_VALUE_COLUMNS: tuple[str, ...] = (*MODEL_FEATURES, *_CATEGORICAL)
+
+
+def _training_value_expectations() -> list[dict[str, Any]]:
+    out = []
+    for level in ("reject", "warn"):
+        out.append(
+            _value_expect(
+                "column_mean_to_be_between",
+                level,
+                column="is_fraud",
+                min_value=_param(f"label_rate_vs_champion_min_{level}"),
+                max_value=_param(f"label_rate_vs_champion_max_{level}"),
+            )
+        )
+        out.extend(
+            _value_expect(
+                "column_kl_divergence_to_be_below_reference",  # validation/expectations.py
+                level,
+                column=column,
+                partition_object=_param(f"{column}_partition"),
+                threshold=_param(f"kl_max_{level}"),
+                tail_weight_holdout=0.01,  # values beyond the champion's range
+                internal_weight_holdout=_param(f"{column}_internal_holdout"),
+            )
+            for column in TRAINING_VALUE_COLUMNS
+        )
+    return out
+
+
+def _training_value_parameters() -> dict[str, str]:
+    out = {}
+    for level, what in (("reject", "rejects"), ("warn", "warns")):
+        for side in ("min", "max"):
+            out[f"label_rate_vs_champion_{side}_{level}"] = (
+                f"value stage: the {side} of the label rate's band outside which the gate "
+                f"{what}: the champion's training set's rate divided / multiplied by "
+                "training.values.label_rate"
+            )
+        out[f"kl_max_{level}"] = (
+            f"value stage: the largest KL divergence of a column from the champion's "
+            f"training set before the gate {what} (training.values.kl_divergence)"
+        )
+    for column in TRAINING_VALUE_COLUMNS:
+        out[f"{column}_partition"] = (
+            f"value stage: {column} in the champion's training set (GX partition object: "
+            "quantile bins, or values, and their weights)"
+        )
+        out[f"{column}_internal_holdout"] = (
+            f"value stage: the weight given to {column}'s empty bins (0 for values)"
+        )
+    return out
+
+
 def _suite(
     name: str, notes: str, parameters: dict[str, str], expectations: list[dict[str, Any]]
 ) -> dict[str, Any]:
@@ -327,6 +383,7 @@ def training_set_suite() -> dict[str, Any]:
             "min_rows": "fewest rows a model may be trained on",
             "label_rate_min": "lowest plausible mean of is_fraud",
             "label_rate_max": "highest plausible mean of is_fraud",
+            **_training_value_parameters(),
         },
         [
             _expect(
@@ -370,6 +427,8 @@ def training_set_suite() -> dict[str, Any]:
             ),
             _expect("column_values_to_be_in_set", column="channel", value_set=list(CHANNELS)),
             _expect("column_values_to_be_unique", column="transaction_id"),
+            # against the champion's training set (gate: left out without one)
+            *_training_value_expectations(),
         ],
     )
 

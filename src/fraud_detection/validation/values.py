@@ -12,6 +12,10 @@ mirrored, cards and merchants missing from the reference tables, a day delivered
   read from the records, never from the partitions.
 * :func:`value_findings` learns each statistic's band from the profiles of the last
   accepted partitions and returns what falls outside, as rejections or warnings.
+* :func:`training_profile` and :func:`training_gx_parameters` do the same for the
+  training-set gate, against the champion's training set: its label rate, and each model
+  feature's histogram (quantile bins, or its values when it has few) for GX's
+  ``expect_column_kl_divergence_to_be_less_than``.
 
 Pure functions over pandas / numpy: no I/O, no Great Expectations.
 """
@@ -27,7 +31,11 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
-from fraud_detection.validation.settings import Tolerance, ValueSkewSettings
+from fraud_detection.validation.settings import (
+    Tolerance,
+    TrainingValueSettings,
+    ValueSkewSettings,
+)
 
 __all__ = [
     "PROFILE_VERSION",
@@ -38,6 +46,8 @@ __all__ = [
     "numeric_bands",
     "partition_profile",
     "reference_findings",
+    "training_gx_parameters",
+    "training_profile",
     "value_findings",
 ]
 
@@ -524,3 +534,71 @@ def reference_findings(
                 )
                 break
     return findings
+
+
+# ------------------------------------------------------------ the training-set gate
+
+TRAINING_PROFILE_VERSION = 1
+TAIL_HOLDOUT = 0.01  # expected weight beyond the champion's range (KL stays finite)
+INTERNAL_HOLDOUT = 0.01  # expected weight of the champion's empty bins
+
+
+def _partition(values: pd.Series, settings: TrainingValueSettings) -> dict[str, Any] | None:
+    """The champion's distribution of one column as a GX partition object: its values and
+    their shares when it has few, else quantile bins and their shares; None when empty."""
+    present = values.dropna()
+    if present.empty:
+        return None
+    counts = present.value_counts(normalize=True, sort=False)
+    if len(counts) <= settings.max_values or not pd.api.types.is_numeric_dtype(present):
+        counts = counts.sort_index()
+        keys = [k.item() if hasattr(k, "item") else k for k in counts.index]
+        return {"values": keys, "weights": (counts / counts.sum()).tolist()}
+    numbers = present.to_numpy(dtype=np.float64)
+    edges = np.unique(np.quantile(numbers, np.linspace(0.0, 1.0, settings.bins + 1)))
+    hist, _ = np.histogram(numbers, bins=edges)
+    return {"bins": edges.tolist(), "weights": (hist / hist.sum()).tolist()}
+
+
+def training_profile(
+    frame: pd.DataFrame, columns: Sequence[str], settings: TrainingValueSettings
+) -> dict[str, Any]:
+    """What the training-set gate keeps of a training set, to compare the next ones with:
+    its rows, label rate and each of ``columns``' distribution (GX partition objects)."""
+    partitions = {}
+    for column in columns:
+        if column in frame.columns:
+            partition = _partition(frame[column], settings)
+            if partition is not None:
+                partitions[column] = partition
+    rate = float(frame["is_fraud"].mean()) if "is_fraud" in frame and len(frame) else None
+    return {
+        "version": TRAINING_PROFILE_VERSION,
+        "rows": len(frame),
+        "label_rate": rate,
+        "partitions": partitions,
+    }
+
+
+def training_gx_parameters(
+    reference: Mapping[str, Any], settings: TrainingValueSettings
+) -> dict[str, Any]:
+    """The training suite's value-stage parameters from the champion's training-set
+    ``profile``: the label rate's band per level (a factor either way), each column's
+    partition object, its holdouts, and the KL thresholds per level (None: level off)."""
+    parameters: dict[str, Any] = {}
+    rate = reference.get("label_rate")
+    for level, factor in _levels(settings.label_rate).items():
+        low = None if rate is None else rate / factor
+        high = None if rate is None else min(1.0, rate * factor)
+        parameters[f"label_rate_vs_champion_min_{level}"] = low
+        parameters[f"label_rate_vs_champion_max_{level}"] = high
+    for level in LEVELS:
+        parameters.setdefault(f"label_rate_vs_champion_min_{level}", None)
+        parameters.setdefault(f"label_rate_vs_champion_max_{level}", None)
+        kl = _levels(settings.kl_divergence).get(level)
+        parameters[f"kl_max_{level}"] = 1e9 if kl is None else kl
+    for column, partition in reference.get("partitions", {}).items():
+        parameters[f"{column}_partition"] = partition
+        parameters[f"{column}_internal_holdout"] = INTERNAL_HOLDOUT if "bins" in partition else 0.0
+    return parameters
