@@ -476,18 +476,44 @@ class RunRecord:
 
 
 def append_record(paths: StatePaths, record: RunRecord) -> Path:
+    """Append one run's record as one JSON line, in a single ``write`` on an ``O_APPEND``
+    descriptor (concurrent runs never interleave their lines). After a torn last line (a
+    process killed while appending), the record starts on a line of its own."""
     path = paths.root / "ct" / "runs.jsonl"
     path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a") as handle:
-        handle.write(json.dumps(asdict(record)) + "\n")
+    line = (json.dumps(asdict(record)) + "\n").encode()
+    fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        size = os.fstat(fd).st_size
+        if size and os.pread(fd, 1, size - 1) != b"\n":
+            line = b"\n" + line
+        os.write(fd, line)
+    finally:
+        os.close(fd)
     return path
 
 
 def read_records(paths: StatePaths) -> list[RunRecord]:
+    """Every complete run record, in order. A line that is not one (torn by a crash while
+    it was appended, or edited by hand) is skipped and reported, never fatal."""
     path = paths.root / "ct" / "runs.jsonl"
     if not path.exists():
         return []
-    return [RunRecord(**json.loads(line)) for line in path.read_text().splitlines() if line]
+    records = []
+    for number, line in enumerate(path.read_text(errors="replace").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            records.append(RunRecord(**json.loads(line)))
+        except (ValueError, TypeError) as exc:
+            logging.getLogger(__name__).warning(
+                "%s line %d is not a complete run record (%s: a run killed while writing "
+                "it?): skipped",
+                path,
+                number,
+                type(exc).__name__,
+            )
+    return records
 
 
 def last_trained_as_of(paths: StatePaths) -> str | None:
