@@ -207,7 +207,17 @@ def test_api_key_required_by_the_profile(
         assert "X-API-Key" in wrong.json()["detail"]
         right = keyed.post("/predict", json=bodies[0], headers={"X-API-Key": "s3cret"})
         assert right.status_code == 200
-        assert keyed.get("/ready").status_code == 200  # probes need no key
+        # probes need no key, and without it /ready says only ready or not, and why
+        probe = keyed.get("/ready")
+        assert probe.status_code == 200
+        assert probe.json() == {
+            "ready": True,
+            "reason": None,
+            "detail": "send the X-API-Key header for the model, store and log details",
+        }
+        full = keyed.get("/ready", headers={"X-API-Key": "s3cret"}).json()
+        assert full["model"]["model_version"] == "1"
+        assert full["online_store"]["ok"] is True
         spec = keyed.get("/openapi.json").json()
         assert "APIKeyHeader" in spec["components"]["securitySchemes"]
 

@@ -448,13 +448,25 @@ def create_app(
         summary="Readiness: a model and the online store are loaded",
         responses={503: {"description": "Not ready; the body says why"}},
     )
-    async def ready() -> Response:
+    async def ready(request: Request) -> Response:
         service = holder.get("service")
         if service is None:
             return _json({"ready": False, "detail": "the service is starting"}, 503)
         store_ok = service.check_store()
         model = service.watcher.ready_report()
         is_ready = bool(model["loaded"]) and store_ok
+        given = request.headers.get(API_KEY_HEADER, "").encode()
+        if api_key is not None and not hmac.compare_digest(given, api_key.encode()):
+            # A probe without the key learns ready or not and why, in words; the details
+            # (errors with paths and SQL, versions, counters) are for key holders.
+            why = [] if model["loaded"] else ["no model loaded"]
+            why += [] if store_ok else ["online store unavailable"]
+            short = {
+                "ready": is_ready,
+                "reason": "; ".join(why) or None,
+                "detail": f"send the {API_KEY_HEADER} header for the model, store and log details",
+            }
+            return _json(short, 200 if is_ready else 503)
         body = {
             "ready": is_ready,
             "model": model,
