@@ -92,6 +92,38 @@ def test_a_retry_neither_counts_twice_nor_changes_its_answer(
     assert _state_keys(world, body["card_id"]).count(_key(body)) == 1
 
 
+def test_a_replaced_store_file_is_reopened_not_read_stale(
+    world: StatePaths, client: TestClient
+) -> None:
+    import os
+    import shutil
+    import sqlite3
+
+    from fraud_detection.features import store
+
+    # Given the service's SQLite store replaced by another file (a rebuilt store; here a
+    # copy of it, checkpointed first so the copy holds everything)
+    path = store.open_online(world, apply=False)._file
+    assert path is not None
+    assert path.is_file()
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    copy = path.with_name(path.name + ".rebuilt")
+    shutil.copyfile(path, copy)
+    os.replace(copy, path)
+    for leftover in (path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        leftover.unlink(missing_ok=True)
+
+    # When the API scores a transaction of a card
+    body = _next_day_body(world, row=7, transaction_id="state-after-replace")
+    answer = client.post("/predict", json=body)
+
+    # Then it was written to the new file, which a fresh reader sees, and /ready is ok
+    assert answer.status_code == 200, answer.text
+    assert _key(body) in _state_keys(world, body["card_id"])
+    assert client.get("/ready").json()["online_store"]["ok"] is True
+
+
 def _key(body: dict[str, Any]) -> int:
     from fraud_detection.features.online import transaction_key
 

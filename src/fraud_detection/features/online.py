@@ -286,6 +286,8 @@ class OnlineFeatures:
         self._thread_lock = threading.RLock()
         _tune_sqlite(self.online, store.config)
         _tune_redis(self.online, store.config)
+        self._file = _sqlite_file(self.online, store.config)
+        self._file_identity = _identity(self._file)
         self._batched_redis = _batches_redis_reads(self.online)
         service = store.get_feature_service(service_name, allow_cache=True)
         views = {v.name: v for v in store.list_feature_views(allow_cache=True)}
@@ -354,11 +356,21 @@ class OnlineFeatures:
             finally:
                 fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
 
+    def replaced(self) -> bool:
+        """Whether the store's file was replaced (or removed) since it was opened: a SQLite
+        connection keeps reading the old file for ever. Redis: never."""
+        return self._file is not None and _identity(self._file) != self._file_identity
+
     def close(self) -> None:
-        """Release the lock file (the store's own connections close with the process)."""
+        """Release the lock file and a SQLite store's connection (Redis connections close
+        with the process)."""
         if self._lock_fd is not None:
             os.close(self._lock_fd)
             self._lock_fd = None
+        conn = getattr(self.online, "_conn", None) if self._file is not None else None
+        if conn is not None:
+            conn.close()
+            self.online._conn = None  # type: ignore[attr-defined]
 
     # ------------------------------------------------------------------ reading
 
@@ -534,6 +546,25 @@ def _tune_sqlite(online: OnlineStore, config: Any) -> None:
         conn = online._get_conn(config)
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=NORMAL")
+
+
+def _sqlite_file(online: OnlineStore, config: Any) -> Path | None:
+    from feast.infra.online_stores.sqlite import SqliteOnlineStore
+
+    if isinstance(online, SqliteOnlineStore):
+        return Path(online._get_db_path(config))
+    return None
+
+
+def _identity(path: Path | None) -> tuple[int, int] | None:
+    """The file's device and inode: another file after a replace (None: no file)."""
+    if path is None:
+        return None
+    try:
+        stat = path.stat()
+    except OSError:
+        return None
+    return stat.st_dev, stat.st_ino
 
 
 def _tune_redis(online: OnlineStore, config: Any) -> None:

@@ -228,7 +228,22 @@ class _Service:
     store_error: str | None = None
 
     def open_store(self) -> Predictor | None:
-        """The predictor, opening Feast's online store first if that has not worked yet."""
+        """The predictor, opening Feast's online store first if that has not worked yet,
+        or again when its file was replaced (a rebuilt SQLite store)."""
+        if self.predictor is not None:
+            if not self.predictor.online.replaced():
+                return self.predictor
+            log.warning("online store file replaced: reopening it")
+            kept = self.predictor.updates  # the counters /ready shows carry on
+            self.predictor.online.close()
+            self.predictor = None
+            reopened = self._open()
+            if reopened is not None:
+                reopened.updates = kept
+            return reopened
+        return self._open()
+
+    def _open(self) -> Predictor | None:
         if self.predictor is not None:
             return self.predictor
         try:
