@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import typing
 from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, Literal, TypeVar
@@ -175,6 +176,7 @@ Corruption = Literal[
     "replayed_day",
     "default_ip_location",
 ]
+assert set(typing.get_args(Corruption)) == set(CORRUPTIONS), "Corruption must list CORRUPTIONS"
 
 
 class DriftScenario(_Section):

@@ -289,6 +289,7 @@ class OnlineFeatures:
         self._file = _sqlite_file(self.online, store.config)
         self._file_identity = _identity(self._file)
         self._batched_redis = _batches_redis_reads(self.online)
+        self._redis_plans: dict[tuple[str, tuple[str, ...]], tuple[str, list[str], list[Any]]] = {}
         service = store.get_feature_service(service_name, allow_cache=True)
         views = {v.name: v for v in store.list_feature_views(allow_cache=True)}
         odfvs = {v.name: v for v in store.list_on_demand_feature_views(allow_cache=True)}
@@ -391,15 +392,10 @@ class OnlineFeatures:
         (or if a Feast upgrade drops those methods), ``online_read`` view by view."""
         try:
             if self._batched_redis:
-                from feast.infra.online_stores.redis import _versioned_fv_name
-
                 online: Any = self.online
                 commands, plans = [], []
                 for view, key, features in items:
-                    name = _versioned_fv_name(view, self.config)
-                    wanted, fields = online._generate_hset_keys_for_features(
-                        view, list(features), fv_name_override=name
-                    )
+                    name, wanted, fields = self._redis_fields(view, tuple(features))
                     [redis_key] = online._generate_redis_keys_for_entities(self.config, [key])
                     commands.append((redis_key, fields))
                     plans.append((name, wanted))
@@ -414,6 +410,23 @@ class OnlineFeatures:
             ]
         except Exception as exc:
             raise OnlineStoreError(_why(exc)) from exc
+
+    def _redis_fields(
+        self, view: FeatureView, features: tuple[str, ...]
+    ) -> tuple[str, list[str], list[Any]]:
+        """A view's stored name, its features and their hash fields in Redis: the same
+        for every request, so built by the store's own methods once per view."""
+        plan = self._redis_plans.get((view.name, features))
+        if plan is None:
+            from feast.infra.online_stores.redis import _versioned_fv_name
+
+            name = _versioned_fv_name(view, self.config)
+            online: Any = self.online
+            wanted, fields = online._generate_hset_keys_for_features(
+                view, list(features), fv_name_override=name
+            )
+            plan = self._redis_plans[(view.name, features)] = (name, wanted, fields)
+        return plan
 
     def read_state(self, card_id: int) -> CardState:
         """The card's stored state (empty when the store has none)."""
