@@ -80,3 +80,79 @@ def test_a_full_queue_drops_and_counts_instead_of_blocking(tmp_path: Path) -> No
         log.append(_record(i))
     assert log.counters().dropped == 15
     assert log.close().logged == 10
+
+
+def _request_ids(folder: Path) -> list[str]:
+    files = sorted(folder.glob("date=*/part-*.parquet"))
+    if not files:
+        return []
+    return list(pq.ParquetDataset(files).read().column("request_id").to_pylist())
+
+
+def test_a_failed_flush_keeps_its_rows_and_the_next_flush_writes_each_once(
+    tmp_path: Path,
+) -> None:
+    # Given a log whose folder cannot be written: a file stands where the folder should be
+    folder = tmp_path / "predictions"
+    folder.write_text("not a folder")
+    log = PredictionLog(folder, PredictionLogSettings(flush_rows=7, max_queue_rows=1000))
+    for i in range(20):
+        log.append(_record(i))
+
+    # When a flush fails
+    failed = log.flush()
+
+    # Then no row is lost: all wait, and the counters say one write failed
+    assert failed.logged == 0
+    assert failed.pending == 20
+    assert failed.dropped == 0
+    assert failed.flush_failures == 1
+    assert "predictions" in str(failed.last_error)
+    assert failed.to_dict()["flush_failures"] == 1  # what /ready shows
+
+    # When the folder is fixed, more rows arrive and the log flushes again
+    folder.unlink()
+    for i in range(20, 30):
+        log.append(_record(i))
+    counters = log.close()
+
+    # Then every row arrived exactly once, and the counters match the files
+    ids = _request_ids(folder)
+    assert sorted(ids) == sorted(f"r{i}" for i in range(30))
+    assert len(ids) == len(set(ids)) == counters.logged == 30
+    assert (counters.pending, counters.dropped, counters.flush_failures) == (0, 0, 1)
+
+
+def test_rows_kept_after_failed_flushes_are_bounded_dropping_the_oldest(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from fraud_detection.serving import predlog
+
+    # Given a log of at most 10 rows whose writes fail while rows keep arriving
+    log = PredictionLog(tmp_path, PredictionLogSettings(flush_rows=100, max_queue_rows=10))
+    real_write = predlog.write_part
+    arriving = iter(range(10, 16))
+
+    def failing_write(records: object, folder: Path) -> list[Path]:
+        for _ in range(3):  # served while the write was failing
+            log.append(_record(next(arriving)))
+        raise OSError(28, "No space left on device")
+
+    for i in range(10):
+        log.append(_record(i))
+    monkeypatch.setattr(predlog, "write_part", failing_write)
+
+    # When two flushes fail
+    log.flush()
+    counters = log.flush()
+
+    # Then the queue holds the newest 10 rows; the 6 oldest are counted as dropped
+    assert (counters.pending, counters.dropped, counters.flush_failures) == (10, 6, 2)
+    assert "No space left" in str(counters.last_error)
+
+    # And once writes work, exactly the kept rows arrive, each once
+    monkeypatch.setattr(predlog, "write_part", real_write)
+    final = log.close()
+    assert sorted(_request_ids(tmp_path)) == sorted(f"r{i}" for i in range(6, 16))
+    assert final.logged + final.dropped == 16
+    assert final.pending == 0

@@ -7,7 +7,10 @@ Layout (``<state>/serving/predictions/``)::
 A request only appends a tuple to an in-memory queue (never blocks, never raises: when
 the queue is full the record is dropped and counted). A writer thread turns the queue
 into a part file every ``flush_interval_s`` or as soon as ``flush_rows`` rows wait, and
-the rest on shutdown. Files are written under a temporary name and renamed, so a reader never sees
+the rest on shutdown. A failed write (disk full, folder unwritable) keeps its rows at
+the head of the queue for the next flush; only beyond ``max_queue_rows`` are the oldest
+dropped, and the counters say how many rows were written, wait, were lost and how many
+flushes failed. Files are written under a temporary name and renamed, so a reader never sees
 half a file, and are never rewritten. The columns are :data:`LOG_COLUMNS` (see
 ``docs/serving.md``), the model inputs last with the dtypes the model was trained on.
 """
@@ -143,10 +146,11 @@ def write_part(records: Sequence[Record], folder: Path) -> list[Path]:
 @dataclass(frozen=True)
 class LogCounters:
     logged: int  # rows written to part files
-    dropped: int  # rows lost: queue full or a failed write
-    pending: int  # rows waiting in the queue
+    dropped: int  # rows lost: queue full (new rows, or the oldest after failed writes)
+    pending: int  # rows waiting in the queue, those of failed writes included
     files: int
     last_error: str | None
+    flush_failures: int = 0  # writes that failed (their rows wait for the next flush)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -154,6 +158,7 @@ class LogCounters:
             "dropped": self.dropped,
             "pending": self.pending,
             "files": self.files,
+            "flush_failures": self.flush_failures,
             "last_error": self.last_error,
         }
 
@@ -177,7 +182,9 @@ class PredictionLog:
         self._logged = 0
         self._dropped = 0
         self._files = 0
+        self._failures = 0
         self._last_error: str | None = None
+        self._writing = threading.Lock()  # one flush at a time: rows stay in order
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="prediction-log", daemon=True)
@@ -192,8 +199,18 @@ class PredictionLog:
 
     def counters(self) -> LogCounters:
         return LogCounters(
-            self._logged, self._dropped, len(self._queue), self._files, self._last_error
+            self._logged,
+            self._dropped,
+            len(self._queue),
+            self._files,
+            self._last_error,
+            self._failures,
         )
+
+    def flush(self) -> LogCounters:
+        """Write everything queued now (what a failed write left, too)."""
+        self._drain(final=True)
+        return self.counters()
 
     def close(self, timeout: float = 30.0) -> LogCounters:
         """Write what is queued and stop the writer."""
@@ -214,21 +231,51 @@ class PredictionLog:
         self._drain(final=True)
 
     def _drain(self, *, final: bool) -> None:
-        """Write the queue in chunks of ``flush_rows`` (all of it when ``final``)."""
+        """Write the queue in chunks of ``flush_rows`` (all of it when ``final``); stop at
+        the first failed write (its rows are back at the head, for the next flush)."""
         limit = self.settings.flush_rows
-        while self._queue and (final or len(self._queue) >= limit):
-            rows: list[Record] = []
-            while self._queue and len(rows) < limit:
-                rows.append(self._queue.popleft())
-            self._flush(rows)
+        with self._writing:
+            while self._queue and (final or len(self._queue) >= limit):
+                rows: list[Record] = []
+                while self._queue and len(rows) < limit:
+                    rows.append(self._queue.popleft())
+                if not self._flush(rows):
+                    return
 
-    def _flush(self, rows: list[Record]) -> None:
-        try:
-            files = write_part(rows, self.folder)
-        except Exception as exc:  # a write must never take the writer (or service) down
-            self._dropped += len(rows)
-            self._last_error = f"{type(exc).__name__}: {exc}"
-            log.warning("prediction log: %d rows lost: %s", len(rows), self._last_error)
-            return
-        self._logged += len(rows)
-        self._files += len(files)
+    def _flush(self, rows: list[Record]) -> bool:
+        """Write ``rows``, one part file per UTC day; the rows of the days not written go
+        back to the head of the queue, in their order (the oldest beyond
+        ``max_queue_rows`` are dropped). Whether every row was written."""
+        by_day: dict[int, list[Record]] = defaultdict(list)
+        for record in rows:
+            by_day[record[_EVENT] // _US_PER_DAY].append(record)
+        written: set[int] = set()
+        for day in sorted(by_day):
+            try:
+                files = write_part(by_day[day], self.folder)
+            except Exception as exc:  # a write must never take the writer (or service) down
+                kept = [r for r in rows if r[_EVENT] // _US_PER_DAY not in written]
+                self._requeue(kept)
+                self._failures += 1
+                self._last_error = f"{type(exc).__name__}: {exc}"
+                log.warning(
+                    "prediction log: writing %d rows failed (%s): kept for the next flush "
+                    "(%d pending, %d dropped so far)",
+                    len(kept),
+                    self._last_error,
+                    len(self._queue),
+                    self._dropped,
+                )
+                return False
+            written.add(day)
+            self._logged += len(by_day[day])
+            self._files += len(files)
+        return True
+
+    def _requeue(self, rows: list[Record]) -> None:
+        """Put unwritten rows back at the head of the queue; beyond the limit the oldest
+        rows go (counted as dropped)."""
+        self._queue.extendleft(reversed(rows))
+        while len(self._queue) > self._limit:
+            self._queue.popleft()
+            self._dropped += 1
