@@ -1,8 +1,9 @@
 """The serving Dockerfile. No Docker engine runs here, so: hadolint, and its contents.
 
 What is checked is what an operator relies on: the image runs as a non-root user, installs
-exactly uv.lock without the dev and test tools, answers a health check on /health, and
-starts a ``fraud`` command that exists, on the port it exposes.
+exactly uv.lock without the dev and test tools, answers a health check on /health,
+starts a ``fraud`` command that exists, on the port it exposes, refuses to serve without
+an API key, and builds on a base image pinned by digest.
 """
 
 from __future__ import annotations
@@ -21,11 +22,12 @@ pytestmark = pytest.mark.unit
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILE = ROOT / "Dockerfile"
+PIPELINE_DOCKERFILE = ROOT / "docker" / "Dockerfile.pipeline"
 
 
-def _instructions() -> list[tuple[str, str]]:
+def _instructions(path: Path = DOCKERFILE) -> list[tuple[str, str]]:
     """(INSTRUCTION, arguments) with continuation lines joined and comments dropped."""
-    text = re.sub(r"\\\n\s*", " ", DOCKERFILE.read_text())
+    text = re.sub(r"\\\n\s*", " ", path.read_text())
     out = []
     for line in text.splitlines():
         line = line.strip()
@@ -35,8 +37,8 @@ def _instructions() -> list[tuple[str, str]]:
     return out
 
 
-def _all(keyword: str) -> list[str]:
-    return [rest for key, rest in _instructions() if key == keyword]
+def _all(keyword: str, path: Path = DOCKERFILE) -> list[str]:
+    return [rest for key, rest in _instructions(path) if key == keyword]
 
 
 def test_hadolint_passes() -> None:
@@ -46,10 +48,29 @@ def test_hadolint_passes() -> None:
     assert out.returncode == 0, out.stdout + out.stderr
 
 
-def test_base_image_is_python_311_slim_pinned_to_an_exact_tag() -> None:
-    for base in _all("FROM"):
-        image = base.split()[0]
-        assert re.fullmatch(r"python:3\.11\.\d+-slim(-\w+)?", image), image
+@pytest.mark.parametrize("path", [DOCKERFILE, PIPELINE_DOCKERFILE], ids=lambda p: p.name)
+def test_base_image_is_python_311_slim_pinned_to_an_exact_tag_and_digest(path: Path) -> None:
+    bases = [base.split()[0] for base in _all("FROM", path)]
+    assert len(bases) == 2, bases  # build and runtime stages
+    for image in bases:
+        assert re.fullmatch(r"python:3\.11\.\d+-slim(-\w+)?@sha256:[0-9a-f]{64}", image), image
+    # Both stages, and both images, on the same bytes: refreshed together.
+    assert len(set(bases)) == 1
+    assert set(bases) == {_all("FROM")[0].split()[0]}
+
+
+def test_the_image_refuses_to_serve_without_an_api_key() -> None:
+    from fraud_detection.serving.exposure import decide_exposure
+
+    _program, *args = _cmd()
+    host = args[args.index("--host") + 1]
+    assert "--insecure-no-key" not in args
+    # What `fraud serve` decides for the image's CMD with no FRAUD_API_KEY given: refuse.
+    assert decide_exposure(host, key_set=False, insecure_no_key=False).refusal is not None
+    # ...and the key stays required even if the CMD is changed to pass --insecure-no-key.
+    env = " ".join(_all("ENV"))
+    assert "FRAUD_PROFILE__SERVING__API_KEY_REQUIRED=true" in env
+    assert "FRAUD_API_KEY" not in env.replace("FRAUD_PROFILE__SERVING__API_KEY_REQUIRED", "")
 
 
 def test_uv_is_pinned_and_installs_exactly_the_lock_without_dev_tools() -> None:
