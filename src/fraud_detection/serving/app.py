@@ -37,6 +37,8 @@ from fraud_detection.config import Profile, Secrets, StatePaths, load_profile, s
 from fraud_detection.errors import FraudError
 from fraud_detection.features.online import OnlineStoreError
 from fraud_detection.serving.champion import ChampionWatcher, ServedModel
+from fraud_detection.serving.docs_ui import OPEN_PATHS as DOCS_PATHS
+from fraud_detection.serving.docs_ui import add_docs
 from fraud_detection.serving.predlog import PredictionLog
 from fraud_detection.serving.schemas import BatchPrediction, BatchRequest, Prediction, Transaction
 from fraud_detection.serving.service import Predictor
@@ -47,7 +49,7 @@ __all__ = ["API_KEY_HEADER", "ServingError", "create_app", "predictions_folder"]
 log = logging.getLogger(__name__)
 
 API_KEY_HEADER = "X-API-Key"
-OPEN_PATHS = frozenset({"/health", "/ready", "/docs", "/docs/oauth2-redirect", "/openapi.json"})
+OPEN_PATHS = frozenset({"/health", "/ready", "/openapi.json"}) | DOCS_PATHS
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -351,7 +353,10 @@ def create_app(
         version="1",
         summary="Scores card transactions with the champion model on online features.",
         lifespan=lifespan,
+        docs_url=None,  # served from the package, not a CDN: docs_ui.add_docs
+        redoc_url=None,
     )
+    add_docs(app)
     app.add_middleware(
         Guard,
         max_body_bytes=config.max_body_bytes,
