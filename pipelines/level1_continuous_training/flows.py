@@ -198,6 +198,8 @@ def _run(
     from fraud_detection.registry import tracking
 
     tracking.setup_mlflow(ctx.profile)
+    for line in ct.recover(ctx):  # what a killed run left: its run, its promotion
+        log.warning(line)
     current = tracking.champion(ctx.model_name)
     record.champion_version = None if current is None else str(current.version)
     if not force and ct.last_trained_as_of(ctx.paths) == record.as_of:

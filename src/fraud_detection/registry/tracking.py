@@ -19,6 +19,13 @@ or, with ``mlflow.promotion_lock_url`` (the production profile), a PostgreSQL ad
 lock that every host sharing the registry takes: held by a session, so a process that
 dies releases it.
 
+Every run is tagged with the process that started it (``fraud.process.*``: host, pid,
+the pid's start time and boot, its pid namespace), and a promotion tags the version with
+the promoting process before the alias moves. A process killed mid-run leaves its run
+RUNNING; :func:`fail_abandoned_runs`, called when the next run starts, marks such runs
+FAILED once their process is known to be gone (same host and pid namespace; a run of
+another host is left alone: it cannot be told from a live one here).
+
 Models are stored with (standard) pickle: skops cannot serialize the pipeline's
 ``FunctionTransformer(pd.DataFrame.astype)``, and MLflow 3.17 notes that a skops allow-list
 read from the model itself is no safety control either. Load only models this project
@@ -35,6 +42,7 @@ import json
 import logging
 import os
 import re
+import socket
 import time
 import warnings
 from collections.abc import Iterator, Mapping
@@ -64,6 +72,9 @@ CHALLENGER = "challenger"
 LINEAGE_COMPLETE = "lineage_complete"
 PROMOTED_AT = "promoted_at"
 SUPERSEDED_BY = "superseded_by"
+PROMOTED_BY = "promoted_by"  # the promoting process (JSON), tagged before the alias moves
+PROCESS_TAG_PREFIX = "fraud.process."
+FAILED_BECAUSE = "fraud.failed_because"
 GATE_DECISION_FILE = "gate_decision.json"
 SLICE_METRICS_FILE = "slice_metrics.json"
 MODEL_NAME_IN_RUN = "model"
@@ -299,6 +310,117 @@ def _client() -> MlflowClient:
     return MlflowClient()
 
 
+# ------------------------------------------------------------ process identity
+
+
+def _read(path: str) -> str:
+    try:
+        return Path(path).read_text().strip()
+    except OSError:
+        return ""
+
+
+def _pid_namespace() -> str:
+    try:
+        return os.readlink("/proc/self/ns/pid")
+    except OSError:
+        return ""
+
+
+def _start_mark(pid: int) -> str:
+    """``<boot id>/<start time in ticks>`` of process ``pid`` ("" where there is no
+    ``/proc`` or no such process): a pid reused by a later process has another mark."""
+    stat = _read(f"/proc/{pid}/stat")
+    if not stat:
+        return ""
+    fields = stat[stat.rfind(")") + 2 :].split()  # after "pid (comm) ": field 3 on
+    return f"{_read('/proc/sys/kernel/random/boot_id')}/{fields[19]}"  # field 22: starttime
+
+
+def this_process() -> dict[str, str]:
+    """Who is running: host, pid, the pid's start mark and pid namespace."""
+    pid = os.getpid()
+    return {
+        "host": socket.gethostname(),
+        "pid": str(pid),
+        "start": _start_mark(pid),
+        "pid_ns": _pid_namespace(),
+    }
+
+
+def process_tags() -> dict[str, str]:
+    """The run tags naming the process that starts the run (``fraud.process.*``)."""
+    return {f"{PROCESS_TAG_PREFIX}{key}": value for key, value in this_process().items()}
+
+
+def _process_of(tags: Mapping[str, str]) -> dict[str, str]:
+    return {
+        key.removeprefix(PROCESS_TAG_PREFIX): value
+        for key, value in tags.items()
+        if key.startswith(PROCESS_TAG_PREFIX)
+    }
+
+
+def process_gone(process: Mapping[str, str]) -> str | None:
+    """Why the recorded ``process`` is known to have ended (``"process 42 on h is gone"``),
+    or ``None``: it still runs, or this process cannot tell (another host or pid
+    namespace, nothing recorded)."""
+    me = this_process()
+    host, pid = process.get("host", ""), process.get("pid", "")
+    if not host or not pid.isdigit() or host != me["host"]:
+        return None
+    if process.get("pid_ns") and me["pid_ns"] and process["pid_ns"] != me["pid_ns"]:
+        return None  # another container on this host: its pids are not ours
+    gone = f"process {pid} on {host} is gone"
+    recorded = process.get("start", "")
+    if recorded and me["start"]:  # /proc here: the pid and its start time
+        now = _start_mark(int(pid))
+        if now == recorded:
+            return None
+        return gone if not now else f"{gone} (pid {pid} is now another process)"
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return gone
+    except PermissionError:  # exists, someone else's
+        return None
+    return None
+
+
+def fail_abandoned_runs() -> list[str]:
+    """Mark FAILED every run left RUNNING by a process that is gone (killed, crashed, the
+    machine restarted), tagged ``fraud.failed_because``; one line per run marked.
+
+    Call it when a run starts. Runs of live processes, of other hosts and runs without
+    ``fraud.process.*`` tags are left as they are.
+    """
+    from mlflow.entities import ViewType
+
+    client = _client()
+    experiments = [
+        e.experiment_id for e in client.search_experiments(view_type=ViewType.ACTIVE_ONLY)
+    ]
+    if not experiments:
+        return []
+    lines = []
+    running = client.search_runs(
+        experiments, filter_string="attributes.status = 'RUNNING'", max_results=1000
+    )
+    for run in running:
+        why = process_gone(_process_of(run.data.tags))
+        if why is None:
+            continue
+        reason = f"killed: {why}; the run never finished (found when the next run started)"
+        client.set_tag(run.info.run_id, FAILED_BECAUSE, reason)
+        client.set_terminated(run.info.run_id, "FAILED")
+        started = dt.datetime.fromtimestamp(run.info.start_time / 1000, dt.UTC)
+        lines.append(
+            f"MLflow run {run.info.run_id} ({run.info.run_name}, started "
+            f"{started:%Y-%m-%d %H:%M:%S} UTC) was left RUNNING: {reason}: marked FAILED"
+        )
+    return lines
+
+
 # --------------------------------------------------------------------- tracking
 
 
@@ -423,7 +545,7 @@ def log_training_run(
     with mlflow.start_run(
         experiment_id=session.experiment_id,
         run_name=run_name,
-        tags=dict(tags),
+        tags={**tags, **process_tags()},
         nested=mlflow.active_run() is not None,
     ) as run:
         if flat_params:
@@ -500,7 +622,7 @@ def log_report_run(
     with mlflow.start_run(
         experiment_id=experiment_id,
         run_name=run_name,
-        tags=dict(tags),
+        tags={**tags, **process_tags()},
         nested=mlflow.active_run() is not None,
     ) as run:
         if flat_params:
@@ -632,7 +754,8 @@ def promote(
     ``expected_champion`` is the champion version the gate compared against (``None`` if
     there was none). Under the promotion lock: if the champion is no longer that one,
     nothing changes and the result says who moved it; a version without
-    ``lineage_complete=true`` is refused; otherwise the ``champion`` alias moves, the new
+    ``lineage_complete=true`` is refused; otherwise the version is tagged ``promoted_by``
+    (this process), the ``champion`` alias moves, the new
     champion is tagged ``promoted_at``, the previous one ``superseded_by``, and the
     ``challenger`` alias is dropped if it pointed at the promoted version. A decision
     whose ``promote`` is not ``True`` promotes nothing (fail closed).
@@ -670,6 +793,9 @@ def promote(
                 f"version {version} has no {LINEAGE_COMPLETE}=true tag (its registration did "
                 "not finish); register the run again",
             )
+        # Who promotes, before the alias moves: if this process dies right after, the
+        # next run can tell a crashed promotion from a live one (ct.recover).
+        client.set_model_version_tag(name, version, PROMOTED_BY, json.dumps(this_process()))
         client.set_registered_model_alias(name, CHAMPION, version)
         stamp = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
         client.set_model_version_tag(name, version, PROMOTED_AT, stamp)

@@ -286,6 +286,8 @@ def train_command(
     )
     model = ct.fit(ctx, training)
     tracking.setup_mlflow(ctx.profile)
+    for line in ct.recover(ctx):  # what a killed run left: its run, its promotion
+        typer.echo(line)
     evals = ct.evaluate(ctx, model, training)
     _, holdout = split_holdout(pd.read_parquet(training.path), ctx.train.holdout_days)
     run = tracking.log_training_run(

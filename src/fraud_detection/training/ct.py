@@ -11,14 +11,16 @@ table and the ``ct.yml`` job summary print.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import fcntl
 import functools
 import hashlib
 import json
 import logging
 import os
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -514,6 +516,88 @@ def read_records(paths: StatePaths) -> list[RunRecord]:
                 type(exc).__name__,
             )
     return records
+
+
+# ------------------------------------------------------------- crash recovery
+
+RECONCILED = "reconciled after a crash"
+
+
+@contextlib.contextmanager
+def _ledger_lock(paths: StatePaths) -> Iterator[None]:
+    """Processes sharing the state folder check and append the ledger one at a time."""
+    lock = paths.root / "ct" / "ledger.lock"
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with lock.open("a") as handle:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)  # released when the process dies, too
+        try:
+            yield
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
+def reconcile_promotion(ctx: CTContext) -> list[str]:
+    """Record a promotion whose run died before recording it; one line if it did.
+
+    The champion version was promoted by a CT run of this host (its ``promoted_by`` tag,
+    written before the alias moved) whose process is gone, and the ledger has no
+    promotion record for it: the record is written now, marked "reconciled after a
+    crash", and serving is told. A promoting run that is still alive is left to write its
+    own record.
+    """
+    from fraud_detection.registry import tracking
+
+    current = tracking.champion(ctx.model_name)
+    if current is None:
+        return []
+    version = str(current.version)
+    tags = dict(current.tags)
+    try:
+        promoter = json.loads(tags.get(tracking.PROMOTED_BY) or "{}")
+    except ValueError:
+        return []
+    why = tracking.process_gone(promoter) if isinstance(promoter, dict) else None
+    if why is None:
+        return []  # promoted before these tags, by a live run, or on another host
+    with _ledger_lock(ctx.paths):
+        if any(
+            r.outcome == "promoted" and r.champion_version == version
+            for r in read_records(ctx.paths)
+        ):
+            return []
+        run = tracking.run_tags(str(current.run_id)) if current.run_id else {}
+        day = Path(run.get("training_set", "")).stem.removeprefix("training_set_")
+        try:
+            as_of = pd.Timestamp(day).tz_localize("UTC").isoformat()  # the set's "now"
+        except ValueError:
+            as_of = None
+        reason = f"v{version} became champion but its run died before recording it ({why})"
+        append_record(
+            ctx.paths,
+            RunRecord(
+                trigger=run.get("trigger", "unknown"),
+                started_at=tags.get(tracking.PROMOTED_AT)
+                or dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+                variant=run.get("variant", "normal"),
+                as_of=as_of,
+                model_gate=f"promoted v{version} ({RECONCILED})",
+                challenger_version=version,
+                champion_version=version,
+                outcome="promoted",
+                reasons=[f"{RECONCILED}: {reason}"],
+            ),
+        )
+    notify_serving(ctx, version, promoted=True)
+    return [f"champion v{version} had no promotion record: {reason}; recorded ({RECONCILED})"]
+
+
+def recover(ctx: CTContext) -> list[str]:
+    """Put right what a killed run left, when a run starts (MLflow set up): its MLflow
+    run still RUNNING is marked FAILED, a promotion it did not record is recorded. One
+    line per thing put right."""
+    from fraud_detection.registry import tracking
+
+    return [*tracking.fail_abandoned_runs(), *reconcile_promotion(ctx)]
 
 
 def last_trained_as_of(paths: StatePaths) -> str | None:
