@@ -144,6 +144,10 @@ class ValidationConfig(_FileSettings):
     # offending values); SUMMARY adds the offending rows' index in Data Docs, which costs
     # GX two more passes per column check (~+45 % on a 1M-row partition).
     result_format: Literal["BASIC", "SUMMARY"] = "BASIC"
+    # GX's own batch fingerprint (``pandas_data_fingerprint``): a hash of every cell of the
+    # frame, ~1 s per 1M-row partition (benchmarks/bench_value_skew.py). The gate's record
+    # already fingerprints the partition file (sha256), so it is off by default.
+    gx_frame_fingerprint: bool = False
 
 
 def load_validation_config(
