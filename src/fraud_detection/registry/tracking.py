@@ -54,7 +54,7 @@ import numpy as np
 import pandas as pd
 
 from fraud_detection.config import Profile
-from fraud_detection.errors import FraudError
+from fraud_detection.errors import FraudError, ServiceUnavailableError
 from fraud_detection.registry.lineage import missing_lineage
 
 if TYPE_CHECKING:
@@ -235,16 +235,109 @@ def _lock_dir(profile: Profile) -> Path:
     return profile.state_dir / "mlflow"
 
 
+# The columns of MLflow's SQL store (2.x and 3.x) that hold artifact locations.
+_ARTIFACT_COLUMNS = (
+    ("experiments", "artifact_location"),
+    ("runs", "artifact_uri"),
+    ("logged_models", "artifact_location"),
+    ("model_versions", "source"),
+    ("model_versions", "storage_location"),
+)
+
+
+def _reroot(profile: Profile) -> str | None:
+    """Point a copied or moved state folder's MLflow store at its own artifacts.
+
+    MLflow keeps artifact locations as absolute ``file://`` URIs, so a copy of the state
+    folder would read the original's models and write new ones into it. When the store is
+    the profile's own SQLite file and its artifacts the default folder beside it, an
+    experiment whose artifact location is ``<another folder>/mlflow/artifacts`` names the
+    folder the state was copied or moved from: every location under it is rewritten to
+    this folder (MLflow has no API to move an experiment's artifacts). One line when it
+    did, else ``None``.
+    """
+    import sqlite3
+
+    if profile.mlflow.tracking_uri or profile.mlflow.artifact_root:
+        return None  # stores set explicitly: where they are is the profile's business
+    database = profile.state_dir / "mlflow" / "mlflow.db"
+    if not database.is_file():
+        return None
+    here = _as_uri(profile.mlflow_artifact_root)
+    suffix = "/mlflow/artifacts"
+    with contextlib.closing(sqlite3.connect(database)) as db, db:
+        tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master")}
+        if "experiments" not in tables:
+            return None
+        found = db.execute(
+            "SELECT DISTINCT artifact_location FROM experiments "
+            "WHERE artifact_location LIKE 'file://%' AND artifact_location != ?",
+            (here,),
+        ).fetchall()
+        old = sorted({loc for (loc,) in found if loc.endswith(suffix)})
+        if not old:
+            return None
+        columns = {
+            (table, column)
+            for table, column in _ARTIFACT_COLUMNS
+            if table in tables
+            and column in {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
+        }
+        changed = 0
+        for prefix in old:
+            for table, column in sorted(columns):
+                changed += db.execute(
+                    f"UPDATE {table} SET {column} = ? || substr({column}, ?) "  # known names
+                    f"WHERE {column} = ? OR substr({column}, 1, ?) = ?",
+                    (here, len(prefix) + 1, prefix, len(prefix) + 1, prefix + "/"),
+                ).rowcount
+    origins = ", ".join(str(Path(prefix.removeprefix("file://")).parent.parent) for prefix in old)
+    return (
+        f"state folder moved from {origins} to {profile.state_dir}: re-rooted {changed} "
+        "artifact locations"
+    )
+
+
+_SQLITE_HEADER = b"SQLite format 3\x00"
+
+
+def _check_sqlite_store(path: Path) -> None:
+    """Fail in one line, now, on a SQLite store MLflow cannot open: MLflow retries opening
+    it for about 100 s and then raises a traceback. A missing file is fine (created)."""
+    if not path.exists():
+        return
+    why = None
+    if not path.is_file():
+        why = "it is not a file"
+    else:
+        try:
+            with path.open("r+b") as db:  # MLflow writes to it: read and write access
+                head = db.read(len(_SQLITE_HEADER))
+        except OSError as exc:
+            why = exc.strerror
+        else:
+            if head and head != _SQLITE_HEADER:
+                why = "it is not an SQLite database"
+    if why:
+        raise ServiceUnavailableError(
+            f"MLflow's database {path} cannot be opened: {why}; fix its permissions, "
+            "restore it from a backup, or move it away to start an empty registry"
+        )
+
+
 def setup_mlflow(profile: Profile) -> str:
     """Point MLflow at the profile's stores and return the experiment's id.
 
     Sets the tracking and registry URI (SQLite under the state folder by default),
+    re-roots a copied or moved state folder's artifact locations (:func:`_reroot`),
     creates the database and the experiment once under an exclusive file lock (several
     processes creating a fresh SQLite store at once otherwise race in its migrations),
     with the profile's artifact root as the experiment's artifact location, and makes it
     the active experiment. Idempotent; silences MLflow's and alembic's INFO logs.
     """
     global _session
+    if profile.mlflow_tracking_uri.startswith("sqlite:///"):  # before seconds of imports
+        _check_sqlite_store(Path(profile.mlflow_tracking_uri.removeprefix("sqlite:///")))
     import mlflow
     from mlflow import MlflowClient
     from mlflow.entities import LifecycleStage
@@ -267,6 +360,9 @@ def setup_mlflow(profile: Profile) -> str:
     name = profile.mlflow.experiment
     lock_dir = _lock_dir(profile)
     with _exclusive_lock(lock_dir / "setup.lock"):
+        moved = _reroot(profile)  # before MLflow reads a location of the old folder
+        if moved:
+            log.warning(moved)
         client = MlflowClient(tracking_uri=uri, registry_uri=uri)
         # The first store access creates and migrates the schema; under the lock, once.
         experiment = client.get_experiment_by_name(name)
