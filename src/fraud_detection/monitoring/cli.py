@@ -127,11 +127,22 @@ def score_command(
         _print_score(result)
 
 
+def _drift_word(detected: bool, skipped: str | None) -> str:
+    """DETECTED, none, or why it was not judged (too few rows is not "none")."""
+    if skipped:
+        return f"NOT JUDGED: {skipped}"
+    return "DETECTED" if detected else "none"
+
+
 def _print_monitoring(result: dict[str, Any]) -> None:
+    from fraud_detection.monitoring.monitor import future_rows_warning
+
     drifted = result["drifted"]
+    if ignored := result.get("ignored_future_rows"):
+        typer.echo(future_rows_warning(ignored, result["window_end"]))
     typer.echo(
         f"monitoring done in {result['seconds']:.1f} s: data drift "
-        f"{'DETECTED' if result['drift_detected'] else 'none'}"
+        f"{_drift_word(result['drift_detected'], result.get('drift_skipped'))}"
         + (f" ({len(drifted)} feature(s) drifted: {', '.join(drifted)})" if drifted else "")
     )
     typer.echo(f"  prediction drift: {'DETECTED' if result['prediction_drift'] else 'none'}")
@@ -184,7 +195,7 @@ def report(state_dir: StateDir = None) -> None:
         f"traffic {', '.join(summary['current']['days'])}):"
     )
     typer.echo(
-        f"  data drift: {'DETECTED' if drift['detected'] else 'none'}"
+        f"  data drift: {_drift_word(drift['detected'], drift.get('skipped'))}"
         + (f" ({', '.join(drift['drifted'])})" if drift["drifted"] else "")
     )
     typer.echo(f"  performance: {summary['performance']['verdict']}")

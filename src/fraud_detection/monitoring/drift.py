@@ -287,8 +287,9 @@ def dataset_drift(
             False,
             n_ref,
             n_cur,
-            skipped=f"too few rows to judge drift: reference {n_ref:,}, current {n_cur:,} "
-            f"(need {min_rows:,} each)",
+            skipped=f"not enough rows (reference {n_ref:,}, current {n_cur:,} < min {min_rows:,})"
+            if n_cur < min_rows
+            else f"not enough rows (reference {n_ref:,} < min {min_rows:,}, current {n_cur:,})",
             notes=notes,
         )
     results = []

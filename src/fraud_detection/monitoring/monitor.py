@@ -13,7 +13,10 @@ from MLflow, its training set from the state folder, the prediction log and batc
 
 The clock: *now* is the midnight after the newest accepted partition, the same simulated
 "now" as continuous training (``training.ct.as_of``); labels count once they have arrived
-by then.
+by then. Current traffic is the ``window_days`` days ending at the data's clock, the
+midnight after the newest partition on disk (landed, judged or not: its traffic was
+served before the gate saw it), never the newest days the prediction log happens to
+hold: rows dated later (a client's clock, a year-9999 request) are left out and counted.
 """
 
 from __future__ import annotations
@@ -157,12 +160,50 @@ def load_reference(ctx: MonitorContext, progress: Progress | None = None) -> Ref
 # ------------------------------------------------------------------ measurements
 
 
+def window_end(ctx: MonitorContext) -> pd.Timestamp:
+    """The end of the current-traffic window: the midnight after the newest raw partition
+    on disk (the data's today), or :func:`clock` when that is later."""
+    from fraud_detection.validation.gate import raw_partition_days
+
+    now = clock(ctx)
+    landed = raw_partition_days(ctx.paths)
+    if not landed:
+        return now
+    return max(now, pd.Timestamp(landed[-1] + dt.timedelta(days=1)).tz_localize("UTC"))
+
+
+def traffic_days(end: pd.Timestamp, days: int) -> list[dt.date]:
+    """The ``days`` calendar days before ``end`` (a midnight), oldest first (pure)."""
+    last = (end - pd.Timedelta(microseconds=1)).date()
+    return [last - dt.timedelta(days=n) for n in range(days - 1, -1, -1)]
+
+
+def future_rows(ctx: MonitorContext, end: pd.Timestamp) -> int:
+    """Served rows dated at or after ``end``: left out of the window, and said so."""
+    from fraud_detection.monitoring.served import rows_dated_from
+
+    return rows_dated_from(ctx.paths, end.date())
+
+
+def future_rows_warning(ignored: int, end: pd.Timestamp | str) -> str:
+    """The one line that says rows were left out of the window (pure)."""
+    when = pd.Timestamp(end)
+    return (
+        f"warning: ignored {ignored:,} served row(s) dated on or after {when:%Y-%m-%d %H:%M} "
+        "UTC, the end of the monitoring window (the day after the newest data partition): "
+        "future-dated requests are not current traffic"
+    )
+
+
 def current_traffic(ctx: MonitorContext, days: int | None = None) -> pd.DataFrame:
-    """Served predictions of the last ``days`` (default ``window_days``) days with any,
-    one row per transaction (the API's answer over a batch score of the same one)."""
+    """Served predictions of the ``days`` (default ``window_days``) days before
+    :func:`window_end`, one row per transaction (the API's answer over a batch score of
+    the same one). Rows dated after the window's end are never read."""
     from fraud_detection.monitoring.served import one_per_transaction, read_predictions
 
-    frame = read_predictions(ctx.paths, days=days or ctx.cfg.window_days)
+    end = window_end(ctx)
+    frame = read_predictions(ctx.paths, days=traffic_days(end, days or ctx.cfg.window_days))
+    frame = frame[frame["event_timestamp"] < end].reset_index(drop=True)
     return one_per_transaction(frame)
 
 
@@ -226,7 +267,10 @@ def measure_performance(
         "score",
         "decision",
     ]
-    served = read_predictions(ctx.paths, days=ctx.cfg.performance.lookback_days, columns=columns)
+    end = window_end(ctx)
+    lookback = traffic_days(end, ctx.cfg.performance.lookback_days)
+    served = read_predictions(ctx.paths, days=lookback, columns=columns)
+    served = served[served["event_timestamp"] < end]
     served = one_per_transaction(served)
     served = served[served["model_version"] == reference.version]
     joined = perf_stats.with_arrived_labels(served, read_labels(ctx.paths, now), now)
@@ -361,8 +405,11 @@ def summary(
     outcomes: Sequence[SignalOutcome],
     now: pd.Timestamp,
     generated: dt.datetime,
+    end: pd.Timestamp | None = None,
+    ignored: int = 0,
 ) -> dict[str, Any]:
     """Everything the report shows, as plain JSON types (``summary.json``)."""
+    end = now if end is None else end
     days = (
         sorted(current["event_timestamp"].dt.strftime("%Y-%m-%d").unique()) if len(current) else []
     )
@@ -381,7 +428,13 @@ def summary(
         "champion_run_id": reference.run_id,
         "threshold": threshold,
         "window_days": ctx.cfg.window_days,
-        "current": {"days": days, "rows": len(current), "sources": sources},
+        "current": {
+            "days": days,
+            "rows": len(current),
+            "sources": sources,
+            "window_end": end.isoformat(),
+            "ignored_future_rows": ignored,
+        },
         "reference": reference.describe(),
         "thresholds": ctx.cfg.drift.model_dump(),
         "drift": findings.data.to_dict(),
@@ -488,6 +541,10 @@ class MonitoringResult:
     performance: str
     signals: list[dict[str, Any]] = field(default_factory=list)
     seconds: float = 0.0
+    # Why drift was not judged (too few rows), else None: then "none" would be a lie.
+    drift_skipped: str | None = None
+    window_end: str = ""
+    ignored_future_rows: int = 0  # served rows dated after window_end, left out
 
     def to_dict(self) -> dict[str, Any]:
         out = dict(self.__dict__)
@@ -511,7 +568,11 @@ def finish(
     outcomes = emit_signals(
         ctx, proposed_signals(findings, performance, reference.version, folder / "index.html")
     )
-    record = summary(ctx, reference, current, findings, performance, outcomes, now, generated)
+    end = window_end(ctx)
+    ignored = future_rows(ctx, end)
+    record = summary(
+        ctx, reference, current, findings, performance, outcomes, now, generated, end, ignored
+    )
     from fraud_detection.monitoring.report import write_report
 
     page = write_report(folder, record, figures(ctx, reference, current, findings, performance))
@@ -526,6 +587,9 @@ def finish(
         performance=performance.verdict,
         signals=[o.to_dict() for o in outcomes],
         seconds=time.perf_counter() - started,
+        drift_skipped=findings.data.skipped,
+        window_end=end.isoformat(),
+        ignored_future_rows=ignored,
     )
 
 

@@ -26,6 +26,7 @@ __all__ = [
     "one_per_transaction",
     "prediction_days",
     "read_predictions",
+    "rows_dated_from",
 ]
 
 # The prediction-log columns before the model's inputs, with their pandas dtypes.
@@ -152,6 +153,19 @@ def read_predictions(
         return conform(pd.DataFrame(), names)
     out = pd.concat(frames, ignore_index=True)
     return out.sort_values("event_timestamp", kind="stable").reset_index(drop=True)
+
+
+def rows_dated_from(paths: StatePaths, day: dt.date) -> int:
+    """How many served rows (API log and batch scores) are dated ``day`` or later: the
+    row counts of those days' files (their Parquet footers; no data is read)."""
+    import pyarrow.parquet as pq
+
+    return sum(
+        pq.read_metadata(file).num_rows
+        for folder_day, files in _day_files(paths).items()
+        if folder_day >= day
+        for file in files
+    )
 
 
 def one_per_transaction(frame: pd.DataFrame) -> pd.DataFrame:
