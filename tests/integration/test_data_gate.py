@@ -26,6 +26,7 @@ from fraud_detection.features.engineering import (
     CARD_FEATURES,
     PRIOR_RATE,
     card_features,
+    merchant_features,
     request_features,
 )
 from fraud_detection.validation.gate import (
@@ -462,6 +463,80 @@ def test_a_champion_set_without_a_profile_is_skipped_with_the_reason(
     assert "value checks skipped: the champion's training set 'never-seen'" in "\n".join(
         outcome.warning_lines()
     )
+
+
+# ------------------------------- no false alarms: a month of healthy change, five seeds
+
+FALSE_ALARM_SEEDS = (1, 2, 3, 4, 5)
+FALSE_ALARM_SCENARIOS: dict[str, dict[str, object]] = {
+    "clean": {},
+    # spending up 1.4x and a new fraud pattern from day 10: the champion's set has neither
+    "drift": {"drift": {"enabled": True, "start_day": 10, "kind": "both"}},
+}
+WINDOW = 28  # configs/train.yaml window_days
+
+
+def _window_frame(config: SimulateConfig, first: int) -> pd.DataFrame:
+    """The training frame of days ``first`` .. ``first + WINDOW - 1`` built as the feature
+    store builds it: card windows as of each transaction, the merchant's daily risk
+    snapshot (labels known by that day only), the request features, the label."""
+    world = build_world(config)
+    pairs = [simulate_day(world, config, day) for day in range(first, first + WINDOW)]
+    tx = pd.concat([p[0] for p in pairs], ignore_index=True).sort_values("event_timestamp")
+    tx = tx.reset_index(drop=True)
+    labels = pd.concat([p[1] for p in pairs], ignore_index=True)
+    cards = card_features(tx)
+    joined = tx.merge(world.cards, on="card_id", how="left")
+    request = request_features(
+        joined.assign(card_amount_mean_7d=cards["card_amount_mean_7d"].to_numpy())
+    )
+    days = sorted({t.date() for t in tx["event_timestamp"]})
+    with_event = labels.merge(tx[["transaction_id", "merchant_id", "event_timestamp"]])
+    merchants = merchant_features(tx, with_event, days)
+    snapshot = tx["event_timestamp"].dt.floor("D")
+    risk = (
+        pd.DataFrame({"merchant_id": tx["merchant_id"], "event_timestamp": snapshot})
+        .merge(merchants, on=["merchant_id", "event_timestamp"], how="left")
+        .set_index(tx.index)
+    )
+    frame = pd.concat([joined, cards[list(CARD_FEATURES)].reset_index(drop=True), request], axis=1)
+    frame["merchant_fraud_rate_30d"] = risk["merchant_fraud_rate_30d"].to_numpy()
+    frame["is_fraud"] = (
+        tx[["transaction_id"]].merge(labels, how="left")["is_fraud"].fillna(0).astype("int64")
+    ).to_numpy()
+    out: pd.DataFrame = frame[list(TRAINING_COLUMNS)]
+    return out
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("scenario", list(FALSE_ALARM_SCENARIOS))
+@pytest.mark.parametrize("seed", FALSE_ALARM_SEEDS)
+def test_a_training_set_a_month_after_the_champions_is_never_rejected(
+    tmp_path: Path, seed: int, scenario: str
+) -> None:
+    # Given: the champion trained on the first 28 days of a simulated world
+    config = SimulateConfig(
+        seed=seed, start_date=dt.date(2026, 1, 1), days=2 * WINDOW, rows_per_day=4_000,
+        cards=2_000, merchants=200, scenario=FALSE_ALARM_SCENARIOS[scenario],
+    )  # fmt: skip
+    paths = StatePaths(root=tmp_path)
+    gate = load_validation_config(ROOT / "configs" / "validation.yaml")
+    champion = validate_training_set(paths, _window_frame(config, 0), "champion", config=gate)
+    assert champion.success, champion.message()
+
+    # When: the next training set is the following 28 days (a champion that never moved,
+    # the largest gap between the two sets CT can meet), drift included
+    later = validate_training_set(
+        paths, _window_frame(config, WINDOW), "a-month-later", config=gate, reference="champion"
+    )
+
+    # Then: its label rate and every feature were compared, and nothing was rejected
+    # (drift may warn: retraining on it is what CT is for)
+    assert later.values is not None
+    assert later.values["skipped"] == []
+    assert later.success, later.message()
+    if scenario == "clean":
+        assert not later.warnings, "\n".join(later.warning_lines())
 
 
 # ------------------------------------------------------------------ CLI
