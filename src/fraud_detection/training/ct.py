@@ -471,6 +471,7 @@ class RunRecord:
     outcome: str = ""  # promoted | kept champion | skipped | failed
     reasons: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    code_version: str | None = None  # the commit the run ran (flows.record_code_version)
 
     def finish(self, started: float) -> RunRecord:
         self.seconds = round(time.perf_counter() - started, 1)
