@@ -12,6 +12,12 @@ Triggers (Google's five): on demand (``fraud ct run``, the Prefect UI), on a sch
 performance degradation and on drift (:func:`signal_trigger`, consuming the signals that
 monitoring writes).
 
+Every flow run records the commit it runs (:func:`record_code_version`): a
+``commit:<sha>`` tag on the run and a log line, and in the CT run record. A deployed run
+runs in a clone of the deployed commit (prefect.yaml's pull step), so that is the
+released code; a run started from a working copy records ``<sha>-dirty`` when it has
+uncommitted changes.
+
 Serving in batch and monitoring, thin tasks over ``fraud_detection.serving.batch`` and
 ``fraud_detection.monitoring.monitor`` (``fraud score``, ``fraud monitor run``):
 
@@ -26,14 +32,65 @@ from __future__ import annotations
 import datetime as dt
 import time
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
-from prefect import flow, get_run_logger, task
+from prefect import flow, get_client, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.context import TaskRunContext
+from prefect.runtime import flow_run
 
+import fraud_detection
+from fraud_detection.config import project_dir
+from fraud_detection.registry import lineage
 from fraud_detection.training import ct
 from fraud_detection.validation.gate import DataValidationError
+
+CODE_VERSION_TAG = "commit:"
+
+# ---------------------------------------------------------------- code version
+
+
+def record_code_version() -> str:
+    """The commit this flow run's code comes from, tagged on the run and logged.
+
+    ``git rev-parse HEAD`` of the checkout the run starts in (a deployed run: the clone
+    of the deployed commit); ``<sha>-dirty`` with uncommitted changes; ``unknown``, with
+    the reason logged, outside a git checkout. The ``fraud_detection`` package comes from
+    the worker's environment: when that is a checkout at another commit, a warning says so.
+    """
+    log = get_run_logger()
+    checkout = project_dir()
+    commit = lineage.git_commit(checkout)
+    if commit == lineage.UNKNOWN_COMMIT:
+        log.warning(
+            "code version unknown: %s is not a git checkout with a commit (or git is missing)",
+            checkout,
+        )
+    else:
+        log.info("code version: commit %s (checkout %s)", commit, checkout)
+    package = Path(fraud_detection.__file__).resolve().parent
+    if not package.is_relative_to(checkout.resolve()):
+        source = lineage.git_commit(package)
+        if source not in (lineage.UNKNOWN_COMMIT, commit):
+            log.warning(
+                "the fraud_detection package comes from %s at commit %s, not %s: install the "
+                "worker's environment from the released commit",
+                package,
+                source,
+                commit,
+            )
+        else:
+            log.info("fraud_detection package from the worker's environment: %s", package)
+    if flow_run.id:
+        tag = CODE_VERSION_TAG + commit
+        try:
+            with get_client(sync_client=True) as client:
+                client.update_flow_run(flow_run.id, tags=sorted({*flow_run.tags, tag}))
+        except Exception as exc:  # the tag is evidence, not a reason to fail the run
+            log.warning("could not tag the flow run with %s: %s", tag, exc)
+    return commit
+
 
 # ------------------------------------------------------------------------ tasks
 
@@ -152,9 +209,10 @@ def ct_flow(
     """
     log = get_run_logger()
     started = time.perf_counter()
+    commit = record_code_version()
     ctx = ct.context(state_dir)
     now = dt.datetime.now(dt.UTC).isoformat()
-    record = ct.RunRecord(trigger=trigger, started_at=now, variant=variant)
+    record = ct.RunRecord(trigger=trigger, started_at=now, variant=variant, code_version=commit)
     try:
         _run(ctx, record, trigger, variant, force, log)
     except DataValidationError as exc:
@@ -245,6 +303,7 @@ def _run(
 @flow(name="new-data-sensor", log_prints=True)
 def new_data_sensor(state_dir: str | None = None) -> dict[str, Any] | None:
     """Start CT when a new raw partition has landed (deployed on a short interval)."""
+    record_code_version()
     ctx = ct.context(state_dir)
     pending = ct.pending_partitions(ctx.paths)
     if not pending:
@@ -257,6 +316,7 @@ def new_data_sensor(state_dir: str | None = None) -> dict[str, Any] | None:
 @flow(name="signal-trigger", log_prints=True)
 def signal_trigger(state_dir: str | None = None) -> dict[str, Any] | None:
     """Start CT on a monitoring signal: performance degradation or data drift."""
+    record_code_version()
     from fraud_detection.monitoring import signals
 
     ctx = ct.context(state_dir)
@@ -307,6 +367,7 @@ def batch_scoring_flow(
     with the champion; the scores land in ``<state>/scores/date=YYYY-MM-DD/``.
     ``last_days``: the newest N accepted days instead, ``all_days``: every accepted day
     (several days run on the profile's Dask cluster)."""
+    record_code_version()
     if last_days is not None or all_days:
         return score_days(last_days, state_dir)
     when = dt.date.fromisoformat(day) if day else None
@@ -360,6 +421,7 @@ def report_and_signal(
 def monitoring_flow(state_dir: str | None = None) -> dict[str, Any]:
     """Drift of served traffic against the champion's data, its performance on the labels
     arrived so far, an HTML report (logged to MLflow) and the signals CT reacts to."""
+    record_code_version()
     from fraud_detection.monitoring import monitor
 
     started = time.perf_counter()

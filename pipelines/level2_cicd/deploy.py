@@ -19,6 +19,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -125,11 +126,12 @@ def _shown(path: Path) -> str:
         return str(path)
 
 
-def _environment(state: Path, target: Target, workdir: Path | None = None) -> dict[str, str]:
+def _environment(state: Path, target: Target, release: Release | None = None) -> dict[str, str]:
     """What the server, ``prefect deploy``, the worker and its flow runs see.
 
     Prefect's home (database, results, logs) is inside the state folder, as for
-    ``fraud ct run``; every process talks to ``target``; flow runs use this state folder.
+    ``fraud ct run``; every process talks to ``target``; flow runs use this state folder;
+    ``prefect deploy`` pins ``release`` in the pull step (prefect.yaml's build steps).
     """
     from fraud_detection.training.cli import prefect_environment
 
@@ -137,8 +139,8 @@ def _environment(state: Path, target: Target, workdir: Path | None = None) -> di
     env = dict(os.environ)
     env["PREFECT_API_URL"] = target.api_url
     env["FRAUD_PROFILE__STATE_DIR"] = str(state)
-    # prefect.yaml's pull step captures {{ $PWD }} at deploy time: where runs start.
-    env["PWD"] = str(workdir or _root())
+    if release is not None:
+        env.update(release.environment())
     # Deployed runs log at INFO, so the Prefect UI shows each step of a run.
     env["PREFECT_LOGGING_LEVEL"] = "INFO"
     # A worker asks for work every 5 s (not 10) and reports every 10 s (not 30): a local
@@ -147,6 +149,101 @@ def _environment(state: Path, target: Target, workdir: Path | None = None) -> di
     env.setdefault("PREFECT_WORKER_HEARTBEAT_SECONDS", "10")
     os.environ.update({k: env[k] for k in ("PREFECT_API_URL", "FRAUD_PROFILE__STATE_DIR")})
     return env
+
+
+# ------------------------------------------------------------------ what runs pull
+
+SHA = re.compile(r"[0-9a-f]{40}")
+
+
+@dataclass(frozen=True)
+class Release:
+    """The code deployed runs clone: a repository and one commit of it (prefect.yaml's
+    ``git_clone`` pull step), and for a private repository the Prefect Secret block
+    holding a token to clone it with."""
+
+    repository: str
+    commit: str
+    token_block: str | None = None
+
+    def environment(self) -> dict[str, str]:
+        """What prefect.yaml's build steps read while ``prefect deploy`` runs."""
+        token = f"{{{{ prefect.blocks.secret.{self.token_block} }}}}" if self.token_block else ""
+        return {
+            "FRAUD_DEPLOY_REPOSITORY": self.repository,
+            "FRAUD_DEPLOY_COMMIT": self.commit,
+            "FRAUD_DEPLOY_ACCESS_TOKEN": token,
+        }
+
+    def describe(self) -> str:
+        via = f" (token: Prefect Secret block {self.token_block})" if self.token_block else ""
+        return f"commit {self.commit[:12]} of {self.repository}{via}"
+
+
+def _git(root: Path, *args: str) -> str | None:
+    """``git -C root <args>``'s output, ``None`` when it fails or git is missing."""
+    try:
+        result = subprocess.run(
+            ["git", "--no-optional-locks", "-C", str(root), *args],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return result.stdout.strip() if result.returncode == 0 else None
+
+
+def release_from_environment(root: Path, *, local: bool) -> Release:
+    """What runs will pull: ``$FRAUD_DEPLOY_REPOSITORY`` at ``$FRAUD_DEPLOY_REF`` (a sha,
+    tag or branch, pinned to its commit sha here), with the Secret block named by
+    ``$FRAUD_DEPLOY_GIT_TOKEN_BLOCK`` for a private repository.
+
+    Unset, they default to this checkout: its ``origin`` remote (``local``: the checkout
+    itself as a ``file://`` remote, for ``make deploy``) at its ``HEAD`` commit.
+    Uncommitted changes are not in that commit: one line says so.
+    """
+    ref = os.environ.get("FRAUD_DEPLOY_REF", "").strip() or "HEAD"
+    repository = os.environ.get("FRAUD_DEPLOY_REPOSITORY", "").strip()
+    block = os.environ.get("FRAUD_DEPLOY_GIT_TOKEN_BLOCK", "").strip() or None
+    if block is not None and not re.fullmatch(r"[a-z0-9][a-z0-9-]*", block):
+        raise DeployError(
+            f"FRAUD_DEPLOY_GIT_TOKEN_BLOCK={block!r} is not a Prefect block name "
+            "(lowercase letters, digits and dashes)"
+        )
+    checkout = _git(root, "rev-parse", "--show-toplevel") is not None
+    if not repository:
+        if not checkout:
+            raise DeployError(
+                f"deployed runs clone the released commit, but {root} is not a git checkout: "
+                "`git init` and commit, or set FRAUD_DEPLOY_REPOSITORY and FRAUD_DEPLOY_REF"
+            )
+        repository = (
+            root.resolve().as_uri() if local else (_git(root, "remote", "get-url", "origin") or "")
+        )
+        if not repository:
+            raise DeployError(
+                f"{root} has no `origin` remote to pull from: set FRAUD_DEPLOY_REPOSITORY "
+                "(cd.yml passes the GitHub repository's URL)"
+            )
+    commit = (
+        _git(root, "rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}") if checkout else None
+    )
+    if commit is None:
+        if not SHA.fullmatch(ref):
+            raise DeployError(
+                f"FRAUD_DEPLOY_REF={ref!r} is not a commit of {root}: give a full commit "
+                "sha, or a tag or branch this checkout has"
+            )
+        commit = ref  # a full sha this (shallow) checkout lacks: the worker fetches it
+    elif ref == "HEAD" and _git(root, "status", "--porcelain", "--untracked-files=no"):
+        typer.echo(
+            f"warning: {root} has uncommitted changes; runs use commit {commit[:12]}, "
+            "without them (commit first to deploy them)",
+            err=True,
+        )
+    return Release(repository=repository, commit=commit, token_block=block)
 
 
 # ------------------------------------------------------------- recorded processes
@@ -397,24 +494,85 @@ def _describe_schedule(spec: Mapping[str, Any]) -> str:
     return f"rrule {spec.get('rrule')}"
 
 
+GIT_CLONE = "prefect.deployments.steps.git_clone"
+TEMPLATE = re.compile(r"^\{\{\s*(.+?)\s*\}\}$")
+
+
+def check_pull(config: Mapping[str, Any]) -> list[str]:
+    """Problems of the ``pull:`` section: runs must clone one pinned commit.
+
+    A ``git_clone`` step needs a ``repository`` and a ``commit_sha`` (a branch or tag
+    moves; without either it clones the default branch as it is when the run starts).
+    Each may be a literal or the output of a build step (run at deploy time), never
+    ``{{ $VAR }}``: Prefect reads that on the worker when the run starts.
+    """
+    problems: list[str] = []
+    pull = config.get("pull") or []
+    for deployment in config.get("deployments") or []:
+        if isinstance(deployment, dict) and "pull" in deployment:
+            name = deployment.get("name") or "(unnamed)"
+            problems.append(f"{name}: its own pull section replaces the pinned one; remove it")
+    clones = [
+        step[GIT_CLONE] or {} for step in pull if isinstance(step, dict) and GIT_CLONE in step
+    ]
+    if len(clones) != 1:
+        found = ", ".join(next(iter(s)) for s in pull if isinstance(s, dict)) or "no steps"
+        return [
+            *problems,
+            f"pull: expected one {GIT_CLONE} step pinned to a commit, found {found}: runs "
+            "would not run the released commit",
+        ]
+    clone = clones[0]
+    build_ids = {
+        spec.get("id")
+        for step in config.get("build") or []
+        if isinstance(step, dict)
+        for spec in step.values()
+        if isinstance(spec, dict)
+    }
+    for key in ("repository", "commit_sha"):
+        value = clone.get(key)
+        if value in (None, ""):
+            if key == "repository":
+                problems.append("pull: git_clone has no repository: nothing to clone")
+            else:
+                what = (
+                    f"branch {clone['branch']!r}" if clone.get("branch") else "the default branch"
+                )
+                problems.append(
+                    f"pull: git_clone has no commit_sha: not pinned, runs would clone {what} "
+                    "as it is when they start (a branch or tag can move)"
+                )
+            continue
+        match = TEMPLATE.match(str(value).strip())
+        if match is None:
+            if key == "commit_sha" and not SHA.fullmatch(str(value)):
+                problems.append(f"pull: commit_sha {value!r} is not a full 40-character sha")
+            continue
+        source = match.group(1)
+        if source.startswith("$"):
+            problems.append(
+                f"pull: git_clone {key} {value!r} is read from the worker's environment when "
+                "a run starts, not pinned at deploy time: use a build step's output"
+            )
+        elif source.split(".", 1)[0] not in build_ids:
+            problems.append(f"pull: git_clone {key} {value!r} names no build step (its id)")
+    return problems
+
+
 def check_prefect_yaml(path: Path, root: Path) -> list[str]:
     """Problems of ``path`` that ``prefect deploy`` or a run would only show later.
 
     Every entrypoint imports and names a Prefect flow, parameters (of the deployment and
     of each schedule) are the flow's and valid for it, every schedule parses, every
-    deployment names a work pool, and runs start in the repository (the pull step).
+    deployment names a work pool, and runs pull a pinned commit (:func:`check_pull`).
     """
     from prefect.exceptions import MissingFlowError, ParameterTypeError
     from prefect.flows import Flow, load_flow_from_entrypoint
 
     config = load_prefect_yaml(path)
     problems: list[str] = []
-    steps = [next(iter(step)) for step in config.get("pull") or [] if isinstance(step, dict)]
-    if "prefect.deployments.steps.set_working_directory" not in steps:
-        problems.append(
-            "pull: no prefect.deployments.steps.set_working_directory step: runs would start "
-            "wherever the worker was started"
-        )
+    problems.extend(check_pull(config))
     names = [d.get("name") for d in config["deployments"]]
     for name in sorted({n for n in names if names.count(n) > 1}, key=str):
         problems.append(f"{name}: more than one deployment has this name")
@@ -741,7 +899,8 @@ def up(
     root, state, target = _root(), _state(), local_target()
     prefect_file = (root / prefect_file).resolve()
     folder = state / "deploy"
-    env = _environment(state, target)
+    release = release_from_environment(root, local=True)
+    env = _environment(state, target, release)
     records = _load_records(state)
     # A recorded server or worker that died since (leaving children behind, or after a
     # reboot) is cleaned up and forgotten; a running one is reused.
@@ -810,7 +969,7 @@ def up(
 
     # Deployed last, just before the on-demand run: the sensor's first scheduled run
     # (a minute after it is registered) then comes after the on-demand one in the pool.
-    typer.echo("\n== 4. Deployments")
+    typer.echo(f"\n== 4. Deployments: runs clone {release.describe()}")
     deployments = deploy_all(env, target, prefect_file, folder / "deploy.log")
 
     typer.echo(f"\n== 5. A run of {ON_DEMAND}")
@@ -829,6 +988,7 @@ def up(
         for reason in record.reasons:
             typer.echo(f"    - {reason}")
         typer.echo(f"  champion:      {champion}")
+        typer.echo(f"  code version:  {record.code_version or 'not recorded'}")
     else:
         typer.echo(f"  no CT record in {_shown(state / 'ct' / 'runs.jsonl')} for this run")
     typer.echo(f"  Prefect UI:    {target.ui_url} (Deployments, Flow Runs, Work Pools → {POOL})")
@@ -983,28 +1143,42 @@ def check(prefect_file: PrefectFile = Path("prefect.yaml")) -> None:
         raise DeployError(f"{len(problems)} problem(s) in {_shown(path)} (listed above)")
     typer.echo(
         f"{_shown(path)}: {len(config['deployments'])} deployments OK (entrypoints are flows, "
-        "parameters fit, schedules parse, runs start in the repository)"
+        "parameters fit, schedules parse, runs clone a pinned commit)"
     )
 
 
 @app.command()
 def remote(prefect_file: PrefectFile = Path("prefect.yaml")) -> None:
-    """Register the deployments on the Prefect server of $PREFECT_API_URL (CD)."""
+    """Register the deployments on the Prefect server of $PREFECT_API_URL (CD); fail
+    unless a worker polls the pool there (else nothing would ever run them)."""
     url = os.environ.get("PREFECT_API_URL", "").strip()
-    if not url:
+    credentials = ("PREFECT_API_KEY", "PREFECT_API_AUTH_STRING")
+    authenticated = any(os.environ.get(name, "").strip() for name in credentials)
+    missing = [] if url else ["PREFECT_API_URL"]
+    # A server on this machine (the tests) may run without credentials; a remote one not.
+    if not authenticated and not (url and Target(api_url=url).local):
+        missing.append("PREFECT_API_KEY")
+    if missing:
         raise DeployError(
-            "PREFECT_API_URL is not set: export the target Prefect API URL (and "
-            "PREFECT_API_KEY for Prefect Cloud), e.g. from the GitHub environment's secrets"
+            f"{'; '.join(name + ' is not set' for name in missing)}: nothing deployed. In "
+            "cd.yml they are secrets "
+            "of the GitHub environment (Settings → Environments → staging / production; a "
+            "self-hosted server with basic auth takes PREFECT_API_AUTH_STRING instead of the key)"
         )
     root, state, target = _root(), _state(), Target(api_url=url.rstrip("/"))
-    # Runs start where the worker machine has the repository; by default the same path.
-    workdir = Path(os.environ.get("FRAUD_DEPLOY_WORKDIR") or root)
-    env = _environment(state, target, workdir)
+    release = release_from_environment(root, local=False)
+    env = _environment(state, target, release)
     log = state / "deploy" / "remote.log"
-    typer.echo(f"deploying to {target.ui_url} (runs start in {workdir} on the worker's machine)")
+    typer.echo(f"deploying to {target.ui_url}: runs clone {release.describe()}")
     ensure_pool(env, target, log)
     deploy_all(env, target, (root / prefect_file).resolve(), log)
-    typer.echo(f"done: a worker must poll {POOL} there (`{WORKER_COMMAND}`); log {_shown(log)}")
+    polling = [w.name for w in _workers(target) if _polling(w, dt.datetime.now(dt.UTC))]
+    if not polling:
+        raise DeployError(
+            f"deployed, but no worker polls {POOL} on {target.ui_url}: nothing can run these "
+            f"deployments; start one on the worker machine (`{WORKER_COMMAND}`) and deploy again"
+        )
+    typer.echo(f"done: {', '.join(polling)} poll(s) {POOL}; log {_shown(log)}")
 
 
 def main() -> None:
