@@ -177,9 +177,7 @@ def test_logged_run_holds_evidence_and_model_with_signature(
 
     monkeypatch.setattr(mlflow.models, "infer_pip_requirements", no_inference)
 
-    started = time.perf_counter()
-    run = _log("evidence", seed=3)
-    seconds = time.perf_counter() - started
+    run = _log("evidence", seed=3)  # pip requirements passed, never inferred (no_inference)
 
     data = _client().get_run(run.run_id).data
     assert data.params == {"model.C": "1.0", "model.solver": "lbfgs", "seed": "3"}
@@ -204,7 +202,6 @@ def test_logged_run_holds_evidence_and_model_with_signature(
     assert sorted(r.split("==")[0] for r in requirements) == sorted(tracking.MODEL_REQUIREMENTS)
     proba = tracking.load_pyfunc(run.model_uri).predict(_frame(4, seed=9)[0])
     assert np.asarray(proba).shape == (4, 2)  # the pyfunc returns predict_proba
-    assert seconds < 15, f"log_training_run took {seconds:.1f} s"
 
 
 def test_registered_version_has_lineage_then_complete_then_challenger(
