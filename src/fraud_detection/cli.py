@@ -2,10 +2,15 @@
 
 Heavy libraries (pandas, scikit-learn, MLflow, Feast, Great Expectations, Prefect) are
 imported inside the commands that use them, so ``fraud --help`` stays instant.
+
+Every error ends the same way, in :func:`main`: one line on stderr saying what was wrong
+and what to do, and an exit code by kind (the table in ``errors.py``). Before a command
+runs, unknown ``FRAUD_*`` variables are refused and every ``--state-dir`` is checked.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from pathlib import Path
@@ -13,7 +18,7 @@ from typing import Annotated, Any
 
 import typer
 
-from fraud_detection.errors import FraudError
+from fraud_detection.errors import EXIT_INTERRUPTED, EXIT_UNEXPECTED, FraudError, describe
 from fraud_detection.features import cli as features_cli
 from fraud_detection.monitoring import cli as monitoring_cli
 from fraud_detection.serving import cli as serving_cli
@@ -40,6 +45,29 @@ app.command("loadtest")(serving_quality_cli.loadtest_command)
 app.command("delivery-check")(serving_quality_cli.delivery_check_command)
 
 SCENARIOS = ("drift", "broken_feed")
+
+
+@app.callback()
+def _before_any_command() -> None:
+    # Runs before a subcommand (not for --help): a misspelt FRAUD_* variable would
+    # otherwise be ignored silently by every command that does not load its file.
+    from fraud_detection.config import Profile, Secrets, SimulateConfig, check_environment
+    from fraud_detection.monitoring.settings import MonitoringConfig
+    from fraud_detection.serving.settings import ServingConfig
+    from fraud_detection.training.settings import TrainConfig
+    from fraud_detection.validation.settings import ValidationConfig
+
+    check_environment(
+        [
+            Profile,
+            Secrets,
+            SimulateConfig,
+            TrainConfig,
+            ValidationConfig,
+            ServingConfig,
+            MonitoringConfig,
+        ]
+    )
 
 
 def _echo(message: str) -> None:
@@ -231,13 +259,60 @@ def stack_status() -> None:
         _echo(f"  {report.name:<15} {report.state}")
 
 
+def _check_state_dir(ctx: Any, param: Any, value: Path | None) -> Path | None:
+    from fraud_detection.config import check_state_dir
+
+    return None if value is None else check_state_dir(value)
+
+
+def _with_state_dirs_checked(command: Any) -> Any:
+    """``command`` with every ``--state-dir`` option of every subcommand checked when it
+    is parsed (a file, or a folder that cannot be written, is one line before any work),
+    including the options of commands added later."""
+    for sub in getattr(command, "commands", {}).values():
+        _with_state_dirs_checked(sub)
+    for param in command.params:
+        if param.name == "state_dir" and param.callback is None:
+            param.callback = _check_state_dir
+    return command
+
+
+def _usage_error(exc: Exception) -> bool:
+    """A click/typer usage error (bad option value, unknown command): it knows its exit
+    code and message (typer >= 0.29 vendors click, so its classes are not click's)."""
+    return isinstance(getattr(exc, "exit_code", None), int) and callable(
+        getattr(exc, "format_message", None)
+    )
+
+
 def main() -> None:
-    """Entry point: user errors become one line on stderr and exit code 2."""
+    """Entry point: any error becomes one line on stderr (two for an unexpected one) and
+    the exit code of its kind (``errors.py``); ``FRAUD_DEBUG=1`` adds the traceback."""
+    debug = os.environ.get("FRAUD_DEBUG", "") not in ("", "0")
     try:
-        app()
-    except FraudError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        sys.exit(2)
+        # Not standalone: usage errors come here too, to be one line like the others.
+        code = _with_state_dirs_checked(typer.main.get_command(app))(standalone_mode=False)
+    except (KeyboardInterrupt, typer.Abort):  # Ctrl-C (typer returns 130 for it) or EOF
+        sys.exit(EXIT_INTERRUPTED)
+    except Exception as exc:
+        if _usage_error(exc) and not isinstance(exc, FraudError):
+            if type(exc).__name__ == "NoArgsIsHelpError":  # `fraud ct`: the group's help
+                exc.show()  # type: ignore[attr-defined]
+                sys.exit(exc.exit_code)  # type: ignore[attr-defined]
+            ctx = getattr(exc, "ctx", None)
+            see = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
+            typer.echo(f"error: {exc.format_message()}{see}", err=True)  # type: ignore[attr-defined]
+            sys.exit(exc.exit_code)  # type: ignore[attr-defined]
+        code, message = describe(exc)
+        if debug:
+            import traceback
+
+            traceback.print_exception(exc)
+        typer.echo(f"error: {message}", err=True)
+        if code == EXIT_UNEXPECTED and not debug:
+            typer.echo("  run it again with FRAUD_DEBUG=1 for the traceback", err=True)
+        sys.exit(code)
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":

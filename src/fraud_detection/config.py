@@ -33,13 +33,30 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
-from fraud_detection.errors import FraudError
+from fraud_detection.errors import EXIT_CONFIG, FraudError, PathError
 
 ENV_PREFIX = "FRAUD_"
+
+# FRAUD_* variables that are not FRAUD_<JOB>__<KEY> overrides of a config file, and what
+# each is for. Any other FRAUD_* variable that names no config key is refused
+# (:func:`check_environment`): pydantic-settings would ignore it silently.
+OTHER_VARIABLES = {
+    "FRAUD_PROFILE": "which configs/profiles/<name>.yaml to use",
+    "FRAUD_API_KEY": "the prediction API's key (a secret, never in YAML)",
+    "FRAUD_PROJECT_DIR": "the repository root, when not found from the working directory",
+    "FRAUD_DEBUG": "1: the CLI prints the traceback of an error",
+    "FRAUD_STATE_DIR": "the level-0 notebook's state folder",
+    "FRAUD_FEATURE_TABLES": "where feature_repo/definitions.py points Feast's sources",
+    "FRAUD_DEPLOY_PORT": "the port of make deploy's Prefect server",
+    "FRAUD_DEPLOY_WORKDIR": "where make deploy's worker runs",
+    "FRAUD_REQUIRE_SERVICES": "1: tests marked `services` fail instead of skipping",
+}
 
 
 class ConfigError(FraudError):
     """A configuration file is missing or invalid; the message says which key and file."""
+
+    exit_code = EXIT_CONFIG
 
 
 class _Section(BaseModel):
@@ -105,25 +122,92 @@ class _KnownKeysDotEnv(DotEnvSettingsSource):
         return {k: v for k, v in super().__call__().items() if k in fields}
 
 
-def _misspelt_variables(model: type[BaseModel]) -> list[str]:
-    """Environment (and ``.env``) variables with ``model``'s prefix whose first key is not
-    one of its fields: pydantic-settings would ignore them silently."""
-    prefix = str(model.model_config.get("env_prefix") or "").upper()
-    if not prefix:
-        return []
-    names: dict[str, str | None] = dict(os.environ)
+def _variables() -> dict[str, str | None]:
+    """The environment and, below it, ``.env`` in the working directory (both of which
+    pydantic-settings reads)."""
+    names: dict[str, str | None] = {}
     env_file = Path(".env")
     if env_file.is_file():
         from dotenv import dotenv_values
 
-        names.update(dotenv_values(env_file))
-    fields = {name.lower() for name in model.model_fields}
-    return sorted(
-        key
-        for key in names
-        if key.upper().startswith(prefix)
-        and key[len(prefix) :].split("__")[0].lower() not in fields
+        try:
+            names.update(dotenv_values(env_file))
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f".env: not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
+    names.update(os.environ)
+    return names
+
+
+def _nested_model(annotation: Any) -> type[BaseModel] | None:
+    """The model a field holds (``Section`` or ``Section | None``), else None (a value)."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in typing.get_args(annotation):
+        if isinstance(arg, type) and issubclass(arg, BaseModel):
+            return arg
+    return None
+
+
+def _setting_names(model: type[BaseModel], prefix: str) -> list[str]:
+    """Every variable name that sets a key (or a whole section, as JSON) of ``model``."""
+    names = []
+    for name, field in model.model_fields.items():
+        full = f"{prefix}{name.upper()}"
+        names.append(full)
+        if nested := _nested_model(field.annotation):
+            names.extend(_setting_names(nested, full + "__"))
+    return names
+
+
+def _prefix(model: type[BaseModel]) -> str:
+    return str(model.model_config.get("env_prefix") or "").upper()
+
+
+def unknown_variables(
+    models: typing.Iterable[type[BaseModel]], names: typing.Iterable[str]
+) -> list[tuple[str, str | None]]:
+    """Each of ``names`` that starts with ``FRAUD_`` but sets no key of ``models`` and is
+    none of :data:`OTHER_VARIABLES`, with the closest valid name (or None)."""
+    import difflib
+
+    valid = set(OTHER_VARIABLES)
+    for model in models:
+        valid.update(_setting_names(model, _prefix(model)))
+    unknown = sorted(
+        name for name in names if name.upper().startswith(ENV_PREFIX) and name.upper() not in valid
     )
+    return [
+        (name, next(iter(difflib.get_close_matches(name.upper(), valid, n=1, cutoff=0.6)), None))
+        for name in unknown
+    ]
+
+
+def _unknown_message(unknown: list[tuple[str, str | None]], where: str) -> str:
+    shown = "; ".join(
+        f"{name} (did you mean {closest}?)" if closest else name for name, closest in unknown
+    )
+    return f"{shown}: no such setting {where}; fix the name or unset the variable"
+
+
+def check_environment(models: typing.Iterable[type[BaseModel]]) -> None:
+    """Refuse ``FRAUD_*`` variables (environment or ``.env``) that set nothing.
+
+    ``models`` are every config file's model; a variable must name one of their keys
+    (``FRAUD_<JOB>__<KEY>[__<SUBKEY>]``) or be one of :data:`OTHER_VARIABLES`.
+    """
+    unknown = unknown_variables(models, _variables())
+    if unknown:
+        raise ConfigError(_unknown_message(unknown, "in any config file or profile"))
+
+
+def _misspelt_variables(model: type[BaseModel]) -> list[tuple[str, str | None]]:
+    """Environment (and ``.env``) variables with ``model``'s prefix that name none of its
+    keys, at any depth: pydantic-settings would ignore them silently."""
+    prefix = _prefix(model)
+    if not prefix:
+        return []
+    mine = [name for name in _variables() if name.upper().startswith(prefix)]
+    return unknown_variables([model], mine)
 
 
 # --------------------------------------------------------------------------- jobs
@@ -387,23 +471,28 @@ def load_yaml_model(model: type[_M], path: Path, overrides: dict[str, Any] | Non
 
     ``overrides`` (nested dicts, e.g. from command-line flags) win over everything else.
     """
-    try:
-        raw = yaml.safe_load(path.read_text()) if path.exists() else None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML ({exc.__class__.__name__}: {exc})") from exc
     if not path.exists():
         raise ConfigError(f"{path}: config file not found")
+    try:
+        raw = yaml.safe_load(path.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"{_shown(path)}: not UTF-8 text ({exc.reason} at byte {exc.start}): save it as UTF-8"
+        ) from exc
+    except OSError as exc:
+        raise ConfigError(f"{_shown(path)}: cannot be read ({exc.strerror})") from exc
+    except yaml.YAMLError as exc:
+        detail = " ".join(str(exc).split())  # the parser's message spans several lines
+        raise ConfigError(
+            f"{_shown(path)}: not valid YAML ({type(exc).__name__}: {detail})"
+        ) from exc
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping of keys to values at the top level")
     misspelt = _misspelt_variables(model)
     if misspelt:
-        known = ", ".join(sorted(model.model_fields))
-        raise ConfigError(
-            f"{', '.join(misspelt)}: no such key in {_shown(path)} (misspelt?); its keys "
-            f"are {known}"
-        )
+        raise ConfigError(_unknown_message(misspelt, f"in {_shown(path)}"))
     token = _YAML_VALUES.set(raw)
     try:
         return model(**(overrides or {}))
@@ -440,7 +529,34 @@ def load_profile(name: str | None = None, root: Path | None = None) -> Profile:
         raise ConfigError(f"profile {name!r} not found: no {path} (known: {', '.join(known)})")
     profile = load_yaml_model(Profile, path)
     state_dir = profile.state_dir if profile.state_dir.is_absolute() else root / profile.state_dir
+    if state_dir.exists() and not state_dir.is_dir():
+        raise PathError(
+            f"the profile's state folder {state_dir} is a file: point state_dir "
+            f"(FRAUD_PROFILE__STATE_DIR) at a folder"
+        )
     return profile.model_copy(update={"name": name, "state_dir": state_dir})
+
+
+def check_state_dir(path: Path, flag: str = "--state-dir") -> Path:
+    """``path`` resolved, if it can be a state folder: a folder this process may write,
+    or one it may create (its nearest existing parent is such a folder). Else a
+    :class:`PathError` naming the path and the fix. Leaves nothing behind."""
+    import tempfile
+
+    path = path.expanduser().resolve()
+    existing = next(p for p in (path, *path.parents) if p.exists())
+    if not existing.is_dir():
+        what = "is a file" if existing == path else f"is inside the file {existing}"
+        raise PathError(f"{flag} {path} {what}: give a folder")
+    try:  # permission bits do not tell (root, read-only mounts): try it
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as exc:
+        what = "is not writable" if existing == path else f"cannot be created in {existing}"
+        raise PathError(
+            f"{flag} {path} {what} ({exc.strerror}): fix the permissions or give another folder"
+        ) from exc
+    return path
 
 
 class StatePaths(BaseModel):

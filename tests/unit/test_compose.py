@@ -306,7 +306,7 @@ def test_every_profile_variable_is_a_key_of_the_profile(clean_env: pytest.Monkey
 
 def test_a_misspelt_key_in_a_section_is_refused(clean_env: pytest.MonkeyPatch) -> None:
     # What protects the variables above at run time: extra keys are forbidden.
-    with pytest.raises(ConfigError, match=r"mlflow\.tracking_url: unknown key"):
+    with pytest.raises(ConfigError, match=r"MLFLOW__TRACKING_URL \(did you mean .*TRACKING_URI"):
         _load(clean_env, {PREFIX + "MLFLOW__TRACKING_URL": "http://mlflow:5000"})
 
 

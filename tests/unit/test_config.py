@@ -110,8 +110,22 @@ def test_a_misspelt_environment_key_is_refused_not_ignored(
 ) -> None:
     # pydantic-settings would drop a variable whose first key is no field: say so instead
     monkeypatch.setenv("FRAUD_PROFILE__MLFOW__TRACKING_URI", "http://mlflow:5000")
-    with pytest.raises(ConfigError, match="FRAUD_PROFILE__MLFOW__TRACKING_URI: no such key"):
+    with pytest.raises(
+        ConfigError,
+        match=r"FRAUD_PROFILE__MLFOW__TRACKING_URI \(did you mean "
+        r"FRAUD_PROFILE__MLFLOW__TRACKING_URI\?\): no such setting",
+    ):
         load_profile()
+
+
+def test_a_misspelt_nested_environment_key_is_refused_with_the_closest_name(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("FRAUD_SIMULATE__SCENARIO__DRIFT__STARTDAY", "3")
+    with pytest.raises(
+        ConfigError, match=r"did you mean FRAUD_SIMULATE__SCENARIO__DRIFT__START_DAY"
+    ):
+        load_simulate_config()
 
 
 def test_other_variables_in_dotenv_do_not_break_the_profile(

@@ -18,6 +18,8 @@ app = typer.Typer(
     no_args_is_help=True,
 )
 
+MAX_ID = 2**63 - 1  # ids are int64, the entity key type of the feature store
+
 StateDir = Annotated[
     Path | None, typer.Option(help="Use this state folder instead of the profile's.")
 ]
@@ -170,12 +172,18 @@ def materialize(
 
 @app.command()
 def online(
-    card_id: Annotated[int, typer.Option(help="The card to look up.")],
-    merchant_id: Annotated[int, typer.Option(help="The merchant of the transaction.")] = 0,
+    card_id: Annotated[int, typer.Option(help="The card to look up.", min=0, max=MAX_ID)],
+    merchant_id: Annotated[
+        int, typer.Option(help="The merchant of the transaction.", min=0, max=MAX_ID)
+    ] = 0,
     amount: Annotated[float, typer.Option(help="Transaction amount.")] = 50.0,
     channel: Annotated[str, typer.Option(help="in_store, online or contactless.")] = "online",
-    latitude: Annotated[float, typer.Option(help="Where the transaction happens.")] = 40.71,
-    longitude: Annotated[float, typer.Option(help="Where the transaction happens.")] = -74.01,
+    latitude: Annotated[
+        float, typer.Option(help="Where the transaction happens.", min=-90, max=90)
+    ] = 40.71,
+    longitude: Annotated[
+        float, typer.Option(help="Where the transaction happens.", min=-180, max=180)
+    ] = -74.01,
     at: Annotated[
         str | None,
         typer.Option(

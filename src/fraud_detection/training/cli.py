@@ -64,24 +64,50 @@ class _WithoutTraceback(logging.Formatter):
             record.exc_info, record.exc_text, record.stack_info = saved
 
 
+class _WithoutRunFailures(logging.Filter):
+    """Drops a flow or task run's failure from the console: the exception logged with it
+    and the "Finished in state Failed" line. The ``fraud`` command prints the error
+    itself, in one line; the records still reach the Prefect server (its UI)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not record.name.startswith(("prefect.flow_runs", "prefect.task_runs")):
+            return True
+        failure = record.exc_info is not None or (
+            record.levelno >= logging.ERROR and record.getMessage().startswith("Finished in")
+        )
+        return not failure
+
+
 def _console_without_tracebacks() -> None:
-    """Prefect's console handler prints a failed flow's error in one line; the full
-    traceback still goes to the Prefect server's log (its UI) and to the error file."""
+    """Prefect's console handler prints no run failure (the CLI prints it in one line)
+    and no traceback; the full traceback still goes to the Prefect server's log (its
+    UI) and to the error file. ``FRAUD_DEBUG=1`` leaves the console as Prefect sets it."""
     from prefect.logging.handlers import PrefectConsoleHandler
 
+    if os.environ.get("FRAUD_DEBUG", "") not in ("", "0"):
+        return
     for name in ("prefect", "prefect.flow_runs", "prefect.task_runs", ""):
         for handler in logging.getLogger(name).handlers:
             if isinstance(handler, PrefectConsoleHandler) and not isinstance(
                 handler.formatter, _WithoutTraceback
             ):
                 handler.setFormatter(_WithoutTraceback(handler.formatter or logging.Formatter()))
+                handler.addFilter(_WithoutRunFailures())
 
 
 @contextlib.contextmanager
 def flow_failure(what: str, state: Path) -> Iterator[None]:
     """A flow that fails on anything but a :class:`FraudError` (which already says what
-    to do) becomes one line naming the error, with its traceback kept in a file."""
-    from fraud_detection.errors import FraudError
+    to do) becomes one line naming the error (a :class:`PipelineError`, or a
+    :class:`ServiceUnavailableError` for a store that did not answer), with its traceback
+    kept in a file."""
+    from fraud_detection.errors import (
+        EXIT_UNAVAILABLE,
+        FraudError,
+        PipelineError,
+        ServiceUnavailableError,
+        describe,
+    )
 
     try:
         yield
@@ -99,9 +125,9 @@ def flow_failure(what: str, state: Path) -> Iterator[None]:
         first = (str(exc).strip().splitlines() or [""])[0]
         if len(first) > 300:
             first = first[:297] + "..."
-        raise FraudError(
-            f"{what} failed: {type(exc).__name__}: {first} (traceback: {file})"
-        ) from exc
+        # A database or server that did not answer is exit code 5; anything else, 6.
+        kind = ServiceUnavailableError if describe(exc)[0] == EXIT_UNAVAILABLE else PipelineError
+        raise kind(f"{what} failed: {type(exc).__name__}: {first} (traceback: {file})") from exc
 
 
 def load_flows() -> Any:
