@@ -15,6 +15,7 @@ The processes are stopped in the fixture's finalizer even when a test fails.
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import json
 import os
 import re
@@ -200,3 +201,208 @@ def test_make_stop_ends_what_make_deploy_started(deployed: Deployed) -> None:
     again = _make("stop", deployed.env, timeout=60)
     assert again.returncode == 0
     assert "nothing to stop" in again.stdout
+
+
+# --------------------------------------- pipeline CD: runs clone the released commit
+#
+# A clone of this repository stands in for the GitHub repository. It is deployed (the
+# success path of `make deploy-prefect`, i.e. `deploy.py remote`) to a temporary Prefect
+# server; a worker started in an empty directory, with no checkout, runs the
+# new-data-sensor deployment (cheap: an empty state has nothing new). The run must record
+# the deployed commit; after a new commit and a new deployment, the newer one (and its
+# changed code); with the repository gone, the run fails with git's error.
+
+SENSOR = "new-data-sensor/new-data-sensor"
+NOTHING_NEW = "no new partition: nothing to do"
+DEPLOY_MODULE = "pipelines.level2_cicd.deploy"
+WORKER = "clean-worker"
+
+
+@dataclass
+class Release:
+    repo: Path
+    state: Path
+    env: dict[str, str]
+    target: Any  # deploy.Target
+    worker_log: Path
+
+    def git(self, *args: str) -> str:
+        return subprocess.run(
+            ["git", "-C", str(self.repo), *args], check=True, capture_output=True, text=True
+        ).stdout.strip()
+
+    def deploy(self) -> subprocess.CompletedProcess[str]:
+        """`make deploy-prefect`'s command, run from the clone as cd.yml runs it."""
+        return subprocess.run(
+            [str(ROOT / ".venv" / "bin" / "python"), "-m", DEPLOY_MODULE, "remote"],
+            cwd=self.repo,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
+
+    def run_sensor(self, timeout: float = 180) -> tuple[Any, list[str]]:
+        """Run the sensor deployment; its final flow run and log lines."""
+        from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+
+        from pipelines.level2_cicd import deploy
+
+        with deploy._client(self.target) as client:
+            deployment = client.read_deployment_by_name(SENSOR)
+            run = client.create_flow_run_from_deployment(
+                deployment.id, parameters={"state_dir": str(self.state)}
+            )
+            begin = time.monotonic()
+            while not (run.state and run.state.type.value in deploy.FINAL_STATES):
+                assert time.monotonic() - begin < timeout, f"run still {run.state}"
+                time.sleep(1)
+                run = client.read_flow_run(run.id)
+            time.sleep(2)  # the run's last log lines are shipped in batches
+            logs = client.read_logs(
+                log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run.id]))
+            )
+        return run, [log.message for log in logs]
+
+
+@pytest.fixture(scope="module")
+def release(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Release]:
+    from pipelines.level2_cicd import deploy
+
+    if not (ROOT / ".git").exists():
+        pytest.skip("not a git checkout")
+    base = tmp_path_factory.mktemp("release")
+    repo, state, workdir = base / "repo", base / "state", base / "worker"
+    workdir.mkdir()
+    (state / "prefect").mkdir(parents=True)
+    # The committed HEAD only: uncommitted edits in this working tree are not released.
+    subprocess.run(["git", "clone", "--quiet", str(ROOT), str(repo)], check=True)
+    port = _free_port()
+    target = deploy.Target(api_url=f"http://127.0.0.1:{port}/api")
+    env = {
+        k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "FRAUD_", "MLFLOW_"))
+    }
+    env |= {
+        "PREFECT_API_URL": target.api_url,
+        "PREFECT_HOME": str(state / "prefect"),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        # No scheduled sensor runs competing with the test's runs for the pool's one slot.
+        "PREFECT_SERVER_SERVICES_SCHEDULER_ENABLED": "false",
+        "PREFECT_WORKER_QUERY_SECONDS": "2",
+        "PREFECT_WORKER_HEARTBEAT_SECONDS": "10",
+        "FRAUD_PROFILE__STATE_DIR": str(state),
+        "FRAUD_DEPLOY_REPOSITORY": repo.as_uri(),
+        "GIT_AUTHOR_NAME": "test",
+        "GIT_AUTHOR_EMAIL": "test@example.com",
+        "GIT_COMMITTER_NAME": "test",
+        "GIT_COMMITTER_EMAIL": "test@example.com",
+    }
+    prefect = str(ROOT / ".venv" / "bin" / "prefect")
+    server = deploy._spawn(
+        "prefect-server",
+        [prefect, "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+        env,
+        base / "server.log",
+    )
+    worker: dict[str, Any] | None = None
+    try:
+        deploy._wait_healthy(target, server, base / "server.log")
+        deploy.ensure_pool(env, target, base / "pool.log")
+        log = base / "worker.log"
+        with log.open("ab") as handle:
+            process = subprocess.Popen(
+                [prefect, "worker", "start", "--pool", deploy.POOL, "--name", WORKER],
+                cwd=workdir,  # no checkout anywhere near the worker
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=handle,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        worker = {
+            "name": WORKER,
+            "pid": process.pid,
+            "pgid": process.pid,
+            "start": deploy._proc_start(process.pid),
+            "log": str(log),
+            "started_at": dt.datetime.now(dt.UTC).isoformat(),
+        }
+        deploy.wait_for_worker(target, worker)
+        yield Release(repo=repo, state=state, env=env, target=target, worker_log=log)
+    finally:
+        for entry in (worker, server):
+            if entry is not None:
+                deploy._terminate(entry)
+
+
+def _pull_step(release: Release) -> dict[str, Any]:
+    from pipelines.level2_cicd import deploy
+
+    with deploy._client(release.target) as client:
+        (step,) = client.read_deployment_by_name(SENSOR).pull_steps
+    return dict(step["prefect.deployments.steps.git_clone"])
+
+
+def test_deployed_runs_record_the_deployed_commit_then_the_next(release: Release) -> None:
+    started = time.perf_counter()
+    first = release.git("rev-parse", "HEAD")
+
+    # Given the clone deployed at its HEAD
+    deployed = release.deploy()
+    assert deployed.returncode == 0, deployed.stdout + deployed.stderr
+    assert f"runs clone commit {first[:12]} of {release.repo.as_uri()}" in deployed.stdout
+    step = _pull_step(release)
+    assert step["commit_sha"] == first  # pinned at deploy time, not read on the worker
+    assert step["repository"] == release.repo.as_uri()
+
+    # When the worker (no checkout) runs the sensor, it runs and records that commit
+    run, logs = release.run_sensor()
+    assert run.state.type.value == "COMPLETED", (run.state, logs)
+    assert f"commit:{first}" in run.tags
+    assert any(f"code version: commit {first}" in line for line in logs), logs
+    assert any(line == NOTHING_NEW for line in logs), logs
+
+    # Given a new commit that changes the sensor's code, deployed
+    flows = release.repo / "pipelines" / "level1_continuous_training" / "flows.py"
+    flows.write_text(flows.read_text().replace(NOTHING_NEW, NOTHING_NEW + " (release 2)"))
+    release.git("commit", "--quiet", "-am", "release 2")
+    second = release.git("rev-parse", "HEAD")
+    deployed = release.deploy()
+    assert deployed.returncode == 0, deployed.stdout + deployed.stderr
+    assert _pull_step(release)["commit_sha"] == second
+
+    # Then the next run runs the new commit's code and records it
+    run, logs = release.run_sensor()
+    assert run.state.type.value == "COMPLETED", (run.state, logs)
+    assert f"commit:{second}" in run.tags
+    assert f"commit:{first}" not in run.tags
+    assert any(line == NOTHING_NEW + " (release 2)" for line in logs), logs
+    print(
+        f"\ntwo deployments and two runs from a clean worker: {time.perf_counter() - started:.0f} s"
+    )
+
+
+def test_a_worker_that_cannot_fetch_the_commit_fails_the_run(release: Release) -> None:
+    # Given a deployed commit whose repository is gone (moved away)
+    deployed = release.deploy()
+    assert deployed.returncode == 0, deployed.stdout + deployed.stderr
+    commit = release.git("rev-parse", "HEAD")
+    gone = release.repo.with_name("repo-gone")
+    release.repo.rename(gone)
+    try:
+        # When the worker runs it
+        run, logs = release.run_sensor()
+    finally:
+        gone.rename(release.repo)
+
+    # Then the run fails in its pull step, no flow code ran and nothing was recorded; the
+    # worker's output has git's error (Prefect 3.8 ships the pull step's traceback there,
+    # not to the run's logs in the API)
+    assert run.state.type.value in {"FAILED", "CRASHED"}, run.state
+    assert "Executing deployment step: git_clone" in logs, logs
+    assert not any("completed successfully" in line for line in logs), logs
+    assert not any(tag.startswith("commit:") for tag in run.tags), run.tags
+    assert not any(NOTHING_NEW in line for line in logs), logs
+    assert f"Failed to clone repository '{release.repo.as_uri()}'" in release.worker_log.read_text()
+    assert commit  # the deployment named a real commit: only the fetch failed

@@ -78,10 +78,58 @@ def test_batch_scoring_then_monitoring_run_daily_after_nightly_ct() -> None:
     assert daily_time("ct-nightly") < daily_time("batch-scoring") < daily_time("monitoring")
 
 
-def test_runs_start_in_the_repository() -> None:
-    # Without an explicit working directory, runs start wherever the worker was started.
-    steps = [next(iter(step)) for step in _config()["pull"]]
-    assert "prefect.deployments.steps.set_working_directory" in steps
+def _release_env(monkeypatch: pytest.MonkeyPatch, release: deploy.Release) -> None:
+    for name, value in release.environment().items():
+        monkeypatch.setenv(name, value)
+
+
+def _pinned_pull(config: dict[str, Any]) -> list[dict[str, Any]]:
+    """What `prefect deploy` stores as the pull step: the build steps run (at deploy time),
+    their outputs written into the pull section (prefect/cli/deploy/_core.py)."""
+    from prefect.deployments.steps.core import run_steps
+    from prefect.utilities.asyncutils import run_coro_as_sync
+    from prefect.utilities.templating import apply_values
+
+    outputs = run_coro_as_sync(run_steps(config["build"], {}, print_function=lambda *_: None))
+    return list(apply_values(config["pull"], outputs, remove_notset=False))
+
+
+def test_runs_clone_the_commit_pinned_at_deploy_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Given what deploy.py exports for a private repository's release
+    sha = "0123456789abcdef0123456789abcdef01234567"
+    release = deploy.Release("https://github.com/o/r.git", sha, token_block="fraud-git-token")
+    _release_env(monkeypatch, release)
+
+    (step,) = _pinned_pull(_config())
+
+    # Then the stored pull step holds literal values: nothing is read on the worker,
+    # except the Secret block, resolved when the run starts (the token is never stored)
+    clone = step["prefect.deployments.steps.git_clone"]
+    assert clone["repository"] == "https://github.com/o/r.git"
+    assert clone["commit_sha"] == sha
+    assert clone["access_token"] == "{{ prefect.blocks.secret.fraud-git-token }}"
+    assert set(clone) == {"repository", "commit_sha", "access_token", "clone_directory_name"}
+
+
+def test_a_public_release_clones_without_a_token(monkeypatch: pytest.MonkeyPatch) -> None:
+    _release_env(monkeypatch, deploy.Release("file:///repo", "a" * 40))
+
+    (step,) = _pinned_pull(_config())
+
+    assert step["prefect.deployments.steps.git_clone"]["access_token"] == ""
+
+
+def test_prefect_deploy_without_deploy_py_stops_naming_the_variable(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A bare `prefect deploy --all` (no make target) must not register an unpinned pull.
+    for name in ("FRAUD_DEPLOY_REPOSITORY", "FRAUD_DEPLOY_COMMIT", "FRAUD_DEPLOY_ACCESS_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+
+    with pytest.raises(Exception, match="run_shell_script") as raised:
+        _pinned_pull(_config())
+    why = str(raised.value.__cause__)
+    assert "FRAUD_DEPLOY_REPOSITORY: is set by make deploy-prefect and make deploy" in why
 
 
 def test_every_deployment_runs_on_the_local_pool() -> None:
@@ -123,7 +171,7 @@ def test_check_names_each_problem_of_a_broken_prefect_yaml(tmp_path: Path) -> No
     assert "61 2 * * *" in text
     assert "ct-nightly: parameter 'triger' is not a parameter of ct_flow" in text
     assert "signal-trigger: entrypoint file pipelines/missing.py does not exist" in text
-    assert "set_working_directory" in text
+    assert "pull: expected one prefect.deployments.steps.git_clone step pinned" in text
     # The deployments that are fine are not mentioned.
     assert "new-data-sensor" not in text
 
@@ -208,6 +256,23 @@ def test_deploying_to_a_remote_prefect_needs_its_url(monkeypatch: pytest.MonkeyP
     assert "\n" not in message
 
 
+def test_a_fresh_fork_without_secrets_deploys_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    # cd.yml passes the environment's secrets; on a fork they are empty strings.
+    monkeypatch.setenv("PREFECT_API_URL", "")
+    monkeypatch.setenv("PREFECT_API_KEY", "")
+    monkeypatch.delenv("PREFECT_API_AUTH_STRING", raising=False)
+
+    message = str(CliRunner().invoke(deploy.app, ["remote"]).exception)
+
+    assert message.startswith("PREFECT_API_URL is not set; PREFECT_API_KEY is not set:")
+    assert "nothing deployed" in message
+    assert "\n" not in message
+    # A remote server without credentials is refused too; one on this machine is not.
+    monkeypatch.setenv("PREFECT_API_URL", "https://api.prefect.cloud/api/accounts/a/workspaces/w")
+    message = str(CliRunner().invoke(deploy.app, ["remote"]).exception)
+    assert message.startswith("PREFECT_API_KEY is not set:")
+
+
 def test_make_deploy_uses_the_production_profiles_prefect_server(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -225,3 +290,147 @@ def test_make_deploy_uses_the_production_profiles_prefect_server(
     # make stop ends only what make deploy started
     assert "server and the worker" in deploy._stop_hint({"server": {}, "worker": {}})
     assert "not make deploy's" in deploy._stop_hint({"worker": {}})
+
+
+# ------------------------------------------------- the pull step must be pinned
+
+
+def _with_pull(tmp_path: Path, pull: list[dict[str, Any]]) -> list[str]:
+    config = _config()
+    config["pull"] = pull
+    path = tmp_path / "prefect.yaml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return [p for p in deploy.check_prefect_yaml(path, ROOT) if p.startswith("pull:")]
+
+
+def _clone(**spec: Any) -> list[dict[str, Any]]:
+    return [{deploy.GIT_CLONE: spec}]
+
+
+REPOSITORY = "https://github.com/o/r.git"
+
+
+@pytest.mark.parametrize(
+    ("pull", "expected"),
+    [
+        # the old pull step: whatever checkout the worker machine has at that path
+        (
+            [{"prefect.deployments.steps.set_working_directory": {"directory": "/srv/r"}}],
+            "expected one prefect.deployments.steps.git_clone step pinned to a commit, found "
+            "prefect.deployments.steps.set_working_directory",
+        ),
+        (_clone(repository=REPOSITORY), "no commit_sha: not pinned, runs would clone the default"),
+        (_clone(repository=REPOSITORY, branch="main"), "clone branch 'main' as it is when"),
+        (_clone(repository=REPOSITORY, branch="v1.4.0"), "(a branch or tag can move)"),
+        (
+            _clone(repository=REPOSITORY, commit_sha="{{ $FRAUD_DEPLOY_COMMIT }}"),
+            "is read from the worker's environment when a run starts",
+        ),
+        (_clone(repository=REPOSITORY, commit_sha="abc123"), "not a full 40-character sha"),
+        (
+            _clone(repository=REPOSITORY, commit_sha="{{ no-such-step.stdout }}"),
+            "names no build step",
+        ),
+        (_clone(commit_sha="a" * 40), "git_clone has no repository"),
+    ],
+)
+def test_check_rejects_a_pull_without_a_pinned_commit(
+    tmp_path: Path, pull: list[dict[str, Any]], expected: str
+) -> None:
+    problems = _with_pull(tmp_path, pull)
+
+    assert len(problems) == 1, problems
+    assert expected in problems[0]
+
+
+def test_check_accepts_a_literal_pinned_commit(tmp_path: Path) -> None:
+    assert _with_pull(tmp_path, _clone(repository=REPOSITORY, commit_sha="a" * 40)) == []
+
+
+# ------------------------------------------------ what deploy.py pins (Release)
+
+
+def _git(repo: Path, *args: str) -> str:
+    import subprocess
+
+    return subprocess.run(
+        ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@example.com", *args],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+
+
+@pytest.fixture
+def checkout(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    for name in ("FRAUD_DEPLOY_REPOSITORY", "FRAUD_DEPLOY_REF", "FRAUD_DEPLOY_GIT_TOKEN_BLOCK"):
+        monkeypatch.delenv(name, raising=False)
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    _git(repo, "init", "--quiet")
+    (repo / "README.md").write_text("one\n")
+    _git(repo, "add", "README.md")
+    _git(repo, "commit", "--quiet", "-m", "one")
+    _git(repo, "tag", "v1.0.0")
+    return repo
+
+
+def test_make_deploy_pins_the_checkout_itself_at_head(
+    checkout: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    release = deploy.release_from_environment(checkout, local=True)
+
+    assert release.repository == checkout.resolve().as_uri()
+    assert release.commit == _git(checkout, "rev-parse", "HEAD")
+    assert "uncommitted" not in capsys.readouterr().err
+
+
+def test_a_dirty_tree_is_deployed_without_its_changes_and_says_so(
+    checkout: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (checkout / "README.md").write_text("changed\n")
+
+    release = deploy.release_from_environment(checkout, local=True)
+
+    assert release.commit == _git(checkout, "rev-parse", "HEAD")
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert "has uncommitted changes; runs use commit" in line
+
+
+def test_cd_pins_its_origin_and_a_tag_to_the_tags_commit(
+    checkout: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tagged = _git(checkout, "rev-parse", "HEAD")
+    (checkout / "README.md").write_text("two\n")
+    _git(checkout, "commit", "--quiet", "-am", "two")
+    _git(checkout, "remote", "add", "origin", REPOSITORY)
+    monkeypatch.setenv("FRAUD_DEPLOY_REF", "v1.0.0")
+    monkeypatch.setenv("FRAUD_DEPLOY_GIT_TOKEN_BLOCK", "fraud-git-token")
+
+    release = deploy.release_from_environment(checkout, local=False)
+
+    assert release == deploy.Release(REPOSITORY, tagged, "fraud-git-token")
+    assert release.environment()["FRAUD_DEPLOY_COMMIT"] == tagged
+
+
+def test_a_ref_that_is_no_commit_is_refused(
+    checkout: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FRAUD_DEPLOY_REF", "v9.9.9")
+    with pytest.raises(deploy.DeployError, match=r"FRAUD_DEPLOY_REF='v9\.9\.9' is not a commit"):
+        deploy.release_from_environment(checkout, local=True)
+    # A full sha a shallow CI checkout lacks is passed on: the worker fetches it.
+    monkeypatch.setenv("FRAUD_DEPLOY_REF", "b" * 40)
+    assert deploy.release_from_environment(checkout, local=True).commit == "b" * 40
+
+
+def test_cd_without_a_remote_or_outside_git_is_refused(
+    checkout: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with pytest.raises(deploy.DeployError, match="no `origin` remote"):
+        deploy.release_from_environment(checkout, local=False)
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    monkeypatch.setenv("GIT_CEILING_DIRECTORIES", str(tmp_path))
+    with pytest.raises(deploy.DeployError, match="is not a git checkout"):
+        deploy.release_from_environment(plain, local=True)

@@ -332,7 +332,18 @@ def test_cd_deploys_to_staging_then_production_behind_its_environment() -> None:
         assert deploy["env"] == {
             "PREFECT_API_URL": "${{ secrets.PREFECT_API_URL }}",
             "PREFECT_API_KEY": "${{ secrets.PREFECT_API_KEY }}",
+            # Runs clone this repository at the released commit (prefect.yaml's pull step)...
+            "FRAUD_DEPLOY_REPOSITORY": "${{ github.server_url }}/${{ github.repository }}.git",
+            "FRAUD_DEPLOY_REF": "${{ github.sha }}",
+            # ... with a token from a Prefect Secret block, named, never passed, here.
+            "FRAUD_DEPLOY_GIT_TOKEN_BLOCK": "${{ vars.FRAUD_DEPLOY_GIT_TOKEN_BLOCK }}",
         }
+        # A deployment that failed (no secrets on a fork, no worker polling) fails the job.
+        assert "continue-on-error" not in job
+        assert all("continue-on-error" not in step for step in job["steps"])
+        assert all("|| true" not in step.get("run", "") for step in job["steps"])
+        # The released commit is checked out: deploy.py resolves FRAUD_DEPLOY_REF in it.
+        assert job["steps"][0]["uses"].startswith("actions/checkout@")
     build_runs = [s.get("run") for s in jobs["build"]["steps"]]
     assert {"make wheel", "make image", "make lint-docker"} <= set(build_runs)
     assert [s.get("run") for s in jobs["delivery"]["steps"]][-1] == "make delivery-check"
