@@ -48,7 +48,11 @@ OTHER_VARIABLES = {
     "FRAUD_STATE_DIR": "the level-0 notebook's state folder",
     "FRAUD_FEATURE_TABLES": "where feature_repo/definitions.py points Feast's sources",
     "FRAUD_DEPLOY_PORT": "the port of make deploy's Prefect server",
-    "FRAUD_DEPLOY_WORKDIR": "where make deploy's worker runs",
+    "FRAUD_DEPLOY_REPOSITORY": "the git repository deployed runs clone (make deploy-prefect)",
+    "FRAUD_DEPLOY_REF": "the commit, tag or branch deployed runs clone, pinned to its sha",
+    "FRAUD_DEPLOY_GIT_TOKEN_BLOCK": "the Prefect Secret block with a token to clone with",
+    "FRAUD_DEPLOY_COMMIT": "set by deploy.py for prefect.yaml's build steps: the pinned sha",
+    "FRAUD_DEPLOY_ACCESS_TOKEN": "set by deploy.py for prefect.yaml's build steps",
     "FRAUD_REQUIRE_SERVICES": "1: tests marked `services` fail instead of skipping",
 }
 
