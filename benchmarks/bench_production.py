@@ -196,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
     for goal in result["goals"]:
         print(f"goal: {goal['goal']}: {goal['verdict']} ({goal['value']}; {goal['detail']})")
     print(f"wrote {args.output}")
-    return 0
+    return 1 if any(g["verdict"] == "not met" for g in result["goals"]) else 0
 
 
 if __name__ == "__main__":

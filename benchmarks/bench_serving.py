@@ -26,8 +26,9 @@ world materialized into Redis database 12 (``features.store.materialize`` in a c
 (c) **peer**: ``mlflow models serve -m models:/fraud-detector@champion --env-manager
     local`` (one uvicorn worker) on the same model, each request one row of the model's
     inputs (``dataframe_split``) as our service computes them for the same transactions.
-(d) **batch** scoring rows per minute (``serving.batch.score_day`` of the newest day,
-    best of three).
+(d) **batch** scoring rows per minute: runs of at least 200,000 rows (``--batch-rows``;
+    ``serving.batch.score_day`` of each accepted day in turn), the cold first run in a
+    fresh process and the median (range) of three warm runs; the goal on the warm runs.
 (e) **Feast's feature server**: ``feast serve`` (gunicorn, one uvicorn worker) on the same
     registry and the Redis store, answering ``POST /get-online-features`` for the same
     transactions with the views our lookup reads (card state arrays, card profile,
@@ -47,8 +48,8 @@ rounds with their range. A goal is met when every round meets it, not met when n
 and inconclusive otherwise or when a compared load test had failed requests.
 
 (a), (d), (f), (g) and the Redis materialization run in fresh child processes
-(``--child``), not in this one, which trained the model and drives the load tests. Goals
-are reported, not enforced (exit code 0). Writes ``benchmarks/results/serving.json``.
+(``--child``), not in this one, which trained the model and drives the load tests. A goal
+not met makes it exit 1 (after the whole run). Writes ``benchmarks/results/serving.json``.
 """
 
 from __future__ import annotations
@@ -112,6 +113,9 @@ GOAL_THROUGHPUT_RATIO = 2.0
 GOAL_PEER_RATIO = 5.0
 GOAL_UPDATE_P99_MS = 2.0
 GOAL_BATCH_ROWS_PER_MINUTE = 1_000_000
+# (d) scores at least this many rows per run (not a small day extrapolated), cold then warm.
+BATCH_ROWS = 200_000
+BATCH_WARM_RUNS = 3
 SEED = 42
 
 
@@ -1098,28 +1102,48 @@ def _feast_sample(base: str, bodies: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def measure_batch(state: Path) -> dict[str, Any] | None:
-    """(d): ``serving.batch.score_day`` of the newest accepted day, rows per minute.
+    """(d): batch scoring (``serving.batch.score_day``) of at least ``BATCH_ROWS`` rows.
 
-    Run three times (the first call pays Feast's and DuckDB's first use); the fastest
-    counts.
+    One batch run scores the world's accepted days one after another, newest first and
+    round again, until ``BATCH_ROWS`` rows (env ``BENCH_BATCH_ROWS``) are scored: each call
+    is the whole job of ``fraud score`` for a day (champion, features, join, score, write).
+    The first run in this fresh process is the cold one (Feast's and DuckDB's first use);
+    then ``BATCH_WARM_RUNS`` warm runs. Rates are measured rows over measured time.
     """
     try:
         from fraud_detection.serving import batch
     except ImportError:
         return None
-    from fraud_detection.config import load_profile
+    from fraud_detection.config import load_profile, state_paths
+    from fraud_detection.validation.gate import accepted_days
 
     os.environ["FRAUD_PROFILE__STATE_DIR"] = str(state)
+    target = int(os.environ.get("BENCH_BATCH_ROWS", BATCH_ROWS))
     profile = load_profile()
-    runs = [batch.score_day(profile=profile) for _ in range(3)]
-    best = min(runs, key=lambda r: r.seconds)
+    days = sorted(accepted_days(state_paths(profile)), reverse=True)
+
+    def one_run() -> dict[str, Any]:
+        rows, calls, started = 0, 0, time.perf_counter()
+        while rows < target:
+            rows += batch.score_day(days[calls % len(days)], profile=profile).rows
+            calls += 1
+        seconds = time.perf_counter() - started
+        return {"rows": rows, "calls": calls, "seconds": round(seconds, 2),
+                "rows_per_minute": round(60 * rows / seconds)}  # fmt: skip
+
+    cold = one_run()
+    warm = [one_run() for _ in range(BATCH_WARM_RUNS)]
+    rates = [w["rows_per_minute"] for w in warm]
     return {
-        "day": best.day.isoformat(),
-        "rows": best.rows,
-        "seconds": round(best.seconds, 3),
-        "runs_seconds": [round(r.seconds, 3) for r in runs],
-        "rows_per_minute": round(best.rows_per_minute),
-        "timings": {k: round(v, 3) for k, v in best.timings.items()},
+        "rows_target": target,
+        "days": len(days),
+        "cold": cold,
+        "warm": warm,
+        "warm_rows_per_minute": {
+            "median": round(statistics.median(rates)),
+            "min": min(rates),
+            "max": max(rates),
+        },
     }
 
 
@@ -1473,13 +1497,16 @@ def goals(result: dict[str, Any]) -> list[dict[str, Any]]:
         )
     batch = result["batch"]
     if batch is not None:
+        warm = batch["warm_rows_per_minute"]
         out.append(
             _goal(
-                "batch scoring >= 1M rows/min",
-                [(batch["rows_per_minute"] or 0) >= GOAL_BATCH_ROWS_PER_MINUTE],
-                batch["rows_per_minute"],
-                f"{batch['rows']:,} rows of {batch['day']} in {batch['seconds']:.2f} s "
-                "(best of three)",
+                "batch scoring >= 1M rows/min (warm)",
+                [w["rows_per_minute"] >= GOAL_BATCH_ROWS_PER_MINUTE for w in batch["warm"]],
+                warm["median"],
+                f"warm median {warm['median']:,} rows/min ({warm['min']:,}..{warm['max']:,}) "
+                f"over {len(batch['warm'])} runs of {batch['warm'][0]['rows']:,}+ rows; the cold "
+                f"first run {batch['cold']['rows_per_minute']:,} rows/min "
+                f"({batch['cold']['rows']:,} rows in {batch['cold']['seconds']:.1f} s)",
             )
         )
     return out
@@ -1572,9 +1599,11 @@ def _print_report(result: dict[str, Any]) -> None:
     if result["batch"] is not None:
         b = result["batch"]
         print()
+        w = b["warm_rows_per_minute"]
         print(
-            f"(d) batch: {b['rows']:,} rows of {b['day']} in {b['seconds']:.2f} s = "
-            f"{b['rows_per_minute']:,} rows/min (best of {len(b['runs_seconds'])})"
+            f"(d) batch, runs of {b['rows_target']:,}+ rows over {b['days']} days: cold first "
+            f"run {b['cold']['rows_per_minute']:,} rows/min ({b['cold']['seconds']:.1f} s), "
+            f"warm median {w['median']:,} rows/min ({w['min']:,}..{w['max']:,})"
         )
     print()
     for goal in result["goals"]:
@@ -1650,6 +1679,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--rounds", type=int, default=ROUNDS, help=f"load-test rounds (default {ROUNDS})"
+    )
+    parser.add_argument(
+        "--batch-rows",
+        type=int,
+        default=BATCH_ROWS,
+        help=f"rows each batch-scoring run scores (default {BATCH_ROWS:,})",
     )
     parser.add_argument("--child", nargs=2, metavar=("KIND", "STATE"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -1753,7 +1788,8 @@ def main(argv: list[str] | None = None) -> int:
         except Exception as exc:  # reported, not fatal
             onnx = {"error": str(exc), "verdict": "keep fast scorer", "why": "not measured"}
         batch = None
-        _progress("(d) batch scoring of the newest day")
+        _progress(f"(d) batch scoring, runs of {args.batch_rows:,}+ rows, cold then warm")
+        os.environ["BENCH_BATCH_ROWS"] = str(args.batch_rows)
         try:
             batch = in_child("batch", state)
         except Exception as exc:  # reported, not fatal
@@ -1766,7 +1802,10 @@ def main(argv: list[str] | None = None) -> int:
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(result, indent=2, default=str) + "\n")
     print(f"wrote {args.output}")
-    return 0
+    missed = [g["goal"] for g in result["goals"] if g["verdict"] == "not met"]
+    if missed:
+        print("goals not met: " + "; ".join(missed))
+    return 1 if missed else 0
 
 
 def peer_bodies(rows: Any) -> list[dict[str, Any]]:

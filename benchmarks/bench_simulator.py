@@ -106,6 +106,10 @@ def main(argv: list[str] | None = None) -> int:
         "time_ok": figures["seconds"] < time_limit,
         "memory_ok": figures["peak_rss_mb"] < GOAL_PEAK_MB,
     }
+    goals |= {
+        "time_verdict": "met" if goals["time_ok"] else "not met",
+        "memory_verdict": "met" if goals["memory_ok"] else "not met",
+    }
     result = {
         "benchmark": "simulator",
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),

@@ -215,6 +215,7 @@ def main(argv: list[str] | None = None) -> int:
     figures = run(args.rows)
     limit = GOAL_SECONDS * max(args.rows / DEFAULT_ROWS, 1.0)
     goals = {"gate_seconds_lt": round(limit, 1), "time_ok": figures["gate_seconds"] < limit}
+    goals["verdict"] = "met" if goals["time_ok"] else "not met"
     result = {
         "benchmark": "value_skew",
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
