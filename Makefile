@@ -28,7 +28,9 @@ $(VENV)/.synced: pyproject.toml uv.lock
 	@$(UV) --version >/dev/null 2>&1 || { echo "uv not found: installing it with pip"; \
 	  $(PYTHON) -m pip install --quiet uv || $(PYTHON) -m pip install --quiet --user uv; }
 	@echo "Installing the locked environment into $(VENV) (uv sync --frozen)"
-	@$(UV) sync --frozen --quiet
+	@# Bytecode compiled once here: with PYTHONDONTWRITEBYTECODE (exported above) nothing is cached
+	@# later, and every command (a no-op dvc repro included) would compile its imports anew.
+	@$(UV) sync --frozen --quiet --compile-bytecode
 	@touch $@
 
 install: $(VENV)/.synced ## Create .venv from uv.lock (done automatically by every target)
