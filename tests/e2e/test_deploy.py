@@ -165,6 +165,11 @@ def test_make_deploy_registers_every_deployment_and_runs_ct(deployed: Deployed) 
     assert record.data_gate == "8 accepted"
     assert record.champion_version == "1"
     assert "champion:      v1" in out
+    # ... running a clone of this checkout's HEAD commit, which it recorded
+    assert re.fullmatch(r"[0-9a-f]{40}", record.code_version or ""), record.code_version
+    assert f"commit:{record.code_version}" in run["tags"]
+    assert f"code version:  {record.code_version}" in out
+    assert f"runs clone commit {record.code_version[:12]} of {ROOT.as_uri()}" in out
     uri = f"sqlite:///{deployed.state / 'mlflow' / 'mlflow.db'}"
     client = MlflowClient(tracking_uri=uri, registry_uri=uri)
     model = load_profile().mlflow.model_name
