@@ -26,6 +26,8 @@ import typer
 from fraud_detection.cli import app
 from fraud_detection.errors import EXIT_CONFIG, EXIT_PATH, EXIT_USAGE
 
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
 REPO = Path(__file__).resolve().parents[2]
 FRAUD = Path(sys.executable).with_name("fraud")
 MAX_LINES = 3  # of output in all, for a command that fails on its input
