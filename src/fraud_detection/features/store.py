@@ -556,7 +556,11 @@ def training_set(paths: StatePaths, as_of: pd.Timestamp, days: int | None = None
         frame = historical_features(store, entities)
     frame["event_timestamp"] = frame.pop("transaction_timestamp")
     order = ["transaction_id", "event_timestamp", "card_id", "merchant_id"]
-    columns = order + [c for c in frame.columns if c not in order]
+    rest = [c for c in frame.columns if c not in order]
+    # Feast returns the feature columns in an order that varies from process to process
+    # (string hashing): sorted, the same data gives the same file, byte for byte.
+    passed = [c for c in rest if c in entities.columns]
+    columns = order + passed + sorted(c for c in rest if c not in entities.columns)
     return frame[columns].sort_values("event_timestamp", kind="stable").reset_index(drop=True)
 
 
