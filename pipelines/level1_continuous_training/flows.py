@@ -30,6 +30,7 @@ Serving in batch and monitoring, thin tasks over ``fraud_detection.serving.batch
 from __future__ import annotations
 
 import datetime as dt
+import sys
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -40,11 +41,18 @@ from prefect.cache_policies import NO_CACHE
 from prefect.context import TaskRunContext
 from prefect.runtime import flow_run
 
-import fraud_detection
-from fraud_detection.config import project_dir
-from fraud_detection.registry import lineage
-from fraud_detection.training import ct
-from fraud_detection.validation.gate import DataValidationError
+# A deployed run starts in a clone of the deployed commit (prefect.yaml's pull step). Its
+# own src/ goes first on the path, so the package is the released code too, not whatever
+# the worker's environment holds (the dependencies still come from that environment).
+_SRC = Path(__file__).resolve().parents[2] / "src"
+if (_SRC / "fraud_detection" / "__init__.py").is_file() and str(_SRC) not in sys.path:
+    sys.path.insert(0, str(_SRC))
+
+import fraud_detection  # noqa: E402  (after the path above)
+from fraud_detection.config import project_dir  # noqa: E402
+from fraud_detection.registry import lineage  # noqa: E402
+from fraud_detection.training import ct  # noqa: E402
+from fraud_detection.validation.gate import DataValidationError  # noqa: E402
 
 CODE_VERSION_TAG = "commit:"
 
@@ -57,7 +65,8 @@ def record_code_version() -> str:
     ``git rev-parse HEAD`` of the checkout the run starts in (a deployed run: the clone
     of the deployed commit); ``<sha>-dirty`` with uncommitted changes; ``unknown``, with
     the reason logged, outside a git checkout. The ``fraud_detection`` package comes from
-    the worker's environment: when that is a checkout at another commit, a warning says so.
+    the checkout's own ``src/`` (put first on the path at import); when it comes from elsewhere
+    at another commit, a warning says so.
     """
     log = get_run_logger()
     checkout = project_dir()
@@ -82,6 +91,8 @@ def record_code_version() -> str:
             )
         else:
             log.info("fraud_detection package from the worker's environment: %s", package)
+    else:
+        log.info("fraud_detection package from the checkout: %s", package)
     if flow_run.id:
         tag = CODE_VERSION_TAG + commit
         try:

@@ -367,6 +367,11 @@ def test_deployed_runs_record_the_deployed_commit_then_the_next(release: Release
     assert f"commit:{first}" in run.tags
     assert any(f"code version: commit {first}" in line for line in logs), logs
     assert any(line == NOTHING_NEW for line in logs), logs
+    # ... with the clone's own package, not the one the worker's environment holds
+    package = [line for line in logs if line.startswith("fraud_detection package from")]
+    assert package, logs
+    assert package[0].startswith("fraud_detection package from the checkout:"), package
+    assert str(ROOT / "src") not in package[0], package
 
     # Given a new commit that changes the sensor's code, deployed
     flows = release.repo / "pipelines" / "level1_continuous_training" / "flows.py"
