@@ -23,7 +23,11 @@ What the prediction API looks up, and how the card's state moves with every requ
   moves a card's state back in time or drops what the API recorded.
 
 Writers of one state folder serialize on a lock file beside Feast's registry, so the API
-and a CT run re-materializing never interleave a read-modify-write of the same card.
+and a CT run re-materializing never interleave a read-modify-write of the same card. The
+API's threads serialize on a lock of this object too, which also keeps a SQLite store's
+one connection to one thread at a time. A request waits for these locks, and a SQLite
+statement for the file's own write lock (its busy timeout), at most :data:`LOCK_WAIT_S`
+each; then :class:`OnlineStoreBusy` (the API answers 503), never an unbounded wait.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ import hashlib
 import math
 import os
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,12 +57,14 @@ if TYPE_CHECKING:
     from feast.protos.feast.types.Value_pb2 import Value
 
 __all__ = [
+    "LOCK_WAIT_S",
     "STATE_FIELDS",
     "STATE_TAG",
     "STATE_WINDOW",
     "CardState",
     "OnlineFeatures",
     "OnlineRow",
+    "OnlineStoreBusy",
     "OnlineStoreError",
     "transaction_key",
 ]
@@ -75,10 +82,19 @@ _LOOKBACK_US = int(NEW_MERCHANT_LOOKBACK / dt.timedelta(microseconds=1))
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 _ONE_US = dt.timedelta(microseconds=1)
 _MERGE_CHUNK = 500  # cards per locked read-merge-write of a batch
+# The longest a request waits for the card-state lock (this process's threads, then the
+# lock file), and a SQLite statement for the file's write lock, before giving up. Well
+# above a normal wait (one 1,000-row batch holds the lock well under a second), well
+# below a hang.
+LOCK_WAIT_S = 2.0
 
 
 class OnlineStoreError(FraudError):
     """The online store cannot be read or written; the message says why and what to do."""
+
+
+class OnlineStoreBusy(OnlineStoreError):
+    """A lock on the online store stayed held longer than the wait: try again."""
 
 
 def transaction_key(
@@ -261,6 +277,7 @@ class OnlineFeatures:
     are the per-request calls. ``lock_file`` serializes state writers across processes
     (the API and a re-materializing CT run); without it, only threads of this process.
     ``write_config`` is the repo config the state writes use (default: the store's).
+    ``lock_wait_s`` bounds each wait for a lock (:meth:`writing`, SQLite's busy timeout).
     """
 
     def __init__(
@@ -270,6 +287,7 @@ class OnlineFeatures:
         *,
         lock_file: Path | None = None,
         write_config: Any = None,
+        lock_wait_s: float = LOCK_WAIT_S,
     ) -> None:
         from feast.infra.online_stores.helpers import get_online_store_from_config
 
@@ -284,7 +302,8 @@ class OnlineFeatures:
             lock_file.parent.mkdir(parents=True, exist_ok=True)
             self._lock_fd = os.open(lock_file, os.O_RDWR | os.O_CREAT, 0o644)
         self._thread_lock = threading.RLock()
-        _tune_sqlite(self.online, store.config)
+        self.lock_wait_s = lock_wait_s
+        _tune_sqlite(self.online, store.config, lock_wait_s)
         _tune_redis(self.online, store.config)
         self._file = _sqlite_file(self.online, store.config)
         self._file_identity = _identity(self._file)
@@ -344,18 +363,32 @@ class OnlineFeatures:
     # ------------------------------------------------------------------ locking
 
     @contextlib.contextmanager
-    def writing(self) -> Iterator[None]:
+    def writing(self, deadline: float | None = None, *, bounded: bool = True) -> Iterator[None]:
         """Hold the state writers' lock (this process's threads and, with a lock file,
-        every process of the state folder)."""
-        with self._thread_lock:
-            if self._lock_fd is None:
+        every process of the state folder). Raises :class:`OnlineStoreBusy` when it is not
+        free by ``deadline`` (``time.monotonic()``; default: :attr:`lock_wait_s` from
+        now). ``bounded=False`` waits as long as it takes (a CT run's merge: no client
+        waits for an answer)."""
+        if bounded and deadline is None:
+            deadline = time.monotonic() + self.lock_wait_s
+        wait = -1.0 if deadline is None else max(0.0, deadline - time.monotonic())
+        if not self._thread_lock.acquire(timeout=wait):
+            raise OnlineStoreBusy(
+                "online store busy: the card-state lock stayed held by other requests of "
+                f"this service for more than {self.lock_wait_s:g} s; try again"
+            )
+        try:
+            fd = self._lock_fd
+            if fd is None:
                 yield
                 return
-            fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
+            _flock(fd, deadline, self.lock_wait_s)
             try:
                 yield
             finally:
-                fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+                fcntl.flock(fd, fcntl.LOCK_UN)
+        finally:
+            self._thread_lock.release()
 
     def replaced(self) -> bool:
         """Whether the store's file was replaced (or removed) since it was opened: a SQLite
@@ -364,14 +397,15 @@ class OnlineFeatures:
 
     def close(self) -> None:
         """Release the lock file and a SQLite store's connection (Redis connections close
-        with the process)."""
-        if self._lock_fd is not None:
-            os.close(self._lock_fd)
-            self._lock_fd = None
-        conn = getattr(self.online, "_conn", None) if self._file is not None else None
-        if conn is not None:
-            conn.close()
-            self.online._conn = None  # type: ignore[attr-defined]
+        with the process), once the thread of this process using them, if any, is done."""
+        with self._thread_lock:
+            if self._lock_fd is not None:
+                os.close(self._lock_fd)
+                self._lock_fd = None
+            conn = getattr(self.online, "_conn", None) if self._file is not None else None
+            if conn is not None:
+                conn.close()
+                self.online._conn = None  # type: ignore[attr-defined]
 
     # ------------------------------------------------------------------ reading
 
@@ -379,7 +413,7 @@ class OnlineFeatures:
         try:
             return self.online.online_read(self.config, view, [key], list(features))[0]
         except Exception as exc:
-            raise OnlineStoreError(_why(exc)) from exc
+            raise self._error(exc) from exc
 
     def _read_views(
         self, items: Sequence[tuple[FeatureView, EntityKey, Sequence[str]]]
@@ -409,7 +443,7 @@ class OnlineFeatures:
                 for view, key, features in items
             ]
         except Exception as exc:
-            raise OnlineStoreError(_why(exc)) from exc
+            raise self._error(exc) from exc
 
     def _redis_fields(
         self, view: FeatureView, features: tuple[str, ...]
@@ -441,7 +475,7 @@ class OnlineFeatures:
         try:
             rows = self.online.online_read(self.config, self.state_view, keys, list(STATE_FIELDS))
         except Exception as exc:
-            raise OnlineStoreError(_why(exc)) from exc
+            raise self._error(exc) from exc
         return [_state_from(stamp, values) for stamp, values in rows]
 
     def read(
@@ -506,10 +540,33 @@ class OnlineFeatures:
         )
 
     def check(self) -> None:
-        """Raise :class:`OnlineStoreError` unless every view can be read."""
-        self.read_state(-1)
-        for read in self.reads:
-            self._read_one(read.view, _entity(read.join_key, -1), read.features)
+        """Raise :class:`OnlineStoreError` unless every view can be read and a state
+        could be written now (:class:`OnlineStoreBusy` while a lock stays held)."""
+        with self.writing():
+            self.read_state(-1)
+            for read in self.reads:
+                self._read_one(read.view, _entity(read.join_key, -1), read.features)
+            if self._file is not None:
+                # SQLite: take the file's write lock and let go, writing nothing: another
+                # connection holding it is what would make the next state write wait.
+                conn: Any = self.online._get_conn(self.config)  # type: ignore[attr-defined]
+                try:
+                    if not conn.in_transaction:
+                        conn.execute("BEGIN IMMEDIATE")
+                        conn.rollback()
+                except Exception as exc:
+                    raise self._error(exc) from exc
+
+    def _error(self, exc: Exception) -> OnlineStoreError:
+        """What a failed store call means for the caller: busy (SQLite's ``database is
+        locked``: another connection held the write lock longer than the wait) or an
+        error saying why."""
+        if self._file is not None and "database is locked" in str(exc):
+            return OnlineStoreBusy(
+                f"online store busy: its SQLite file {self._file} stayed locked by another "
+                f"connection for more than {self.lock_wait_s:g} s ({_why(exc)}); try again"
+            )
+        return OnlineStoreError(_why(exc))
 
     # ------------------------------------------------------------------ writing
 
@@ -525,7 +582,7 @@ class OnlineFeatures:
             try:
                 self.online.online_write_batch(self._write_config, self.state_view, rows, None)
             except Exception as exc:
-                raise OnlineStoreError(_why(exc)) from exc
+                raise self._error(exc) from exc
         return len(rows)
 
     def merge_states(self, snapshot: dict[int, CardState]) -> int:
@@ -535,7 +592,7 @@ class OnlineFeatures:
         changed = 0
         for start in range(0, len(cards), _MERGE_CHUNK):
             chunk = cards[start : start + _MERGE_CHUNK]
-            with self.writing():
+            with self.writing(bounded=False):
                 current = self.read_states(chunk)
                 updates = []
                 for card, online in zip(chunk, current, strict=True):
@@ -549,16 +606,40 @@ class OnlineFeatures:
         return changed
 
 
-def _tune_sqlite(online: OnlineStore, config: Any) -> None:
+def _tune_sqlite(online: OnlineStore, config: Any, lock_wait_s: float) -> None:
     """SQLite: no fsync per committed state write (WAL with synchronous=NORMAL, durable
     across a process crash; the store is rebuilt from the batch tables after a power
-    loss). Each write is then ~0.1 ms instead of ~0.4 ms (make bench)."""
+    loss). Each write is then ~0.1 ms instead of ~0.4 ms (make bench). A statement waits
+    ``lock_wait_s`` for a lock another connection holds (Python's default: 5 s)."""
     from feast.infra.online_stores.sqlite import SqliteOnlineStore
 
     if isinstance(online, SqliteOnlineStore):
         conn = online._get_conn(config)
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=NORMAL")
+        conn.execute(f"PRAGMA busy_timeout={round(lock_wait_s * 1000)}")
+
+
+def _flock(fd: int, deadline: float | None, wait_s: float) -> None:
+    """Take the lock file's exclusive lock; give up at ``deadline`` (monotonic; None: wait
+    as long as it takes) with :class:`OnlineStoreBusy`."""
+    if deadline is None:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        return
+    pause = 0.001
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                raise OnlineStoreBusy(
+                    "online store busy: the card-state lock file stayed held by another "
+                    f"process (`fraud features materialize`?) for more than {wait_s:g} s; "
+                    "try again"
+                ) from None
+            time.sleep(pause)
+            pause = min(pause * 2, 0.02)
 
 
 def _sqlite_file(online: OnlineStore, config: Any) -> Path | None:

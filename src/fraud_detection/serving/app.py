@@ -6,9 +6,14 @@ feature service's online features through Feast (``features.online``), the predi
 (:mod:`.service`) and the prediction log (:mod:`.predlog`); they start and stop with the
 app (lifespan). When the online store cannot be read (not materialized yet, Redis down),
 ``/predict`` answers 503 with the reason and ``/ready`` says false; the next request
-tries again, so the service recovers on its own when the store is back. Handlers are
-``async`` and do their sub-millisecond CPU work inline: a hop to a thread pool per
-request would cost more than the work (see docs/serving.md for the figures).
+tries again, so the service recovers on its own when the store is back.
+
+The event loop only parses requests and answers them: scoring, which reads and writes the
+online store, runs in worker threads (``/predict`` in a small pool, ``/predict/batch`` in
+a pool of one, ``/ready``'s store check in Starlette's), so a slow or locked store, or a
+1,000-row batch, never holds up another request, ``/health`` included. A request gives
+up waiting for the store's locks after ``online.LOCK_WAIT_S``: 503 ``online store busy``
+naming the lock, with ``Retry-After`` (see docs/serving.md for the design and figures).
 
 A body over ``max_body_bytes`` is answered 413 and, when the profile requires it, a
 request without the right ``X-API-Key`` 401, both by a small ASGI middleware before any
@@ -17,14 +22,18 @@ parsing. Probes (``/health``, ``/ready``) and the docs need no key.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import datetime as dt
+import gc
 import hmac
 import logging
 import math
+import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
-from dataclasses import dataclass
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -32,10 +41,11 @@ import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
+from starlette.concurrency import run_in_threadpool
 
 from fraud_detection.config import Profile, Secrets, StatePaths, load_profile, state_paths
 from fraud_detection.errors import FraudError
-from fraud_detection.features.online import OnlineStoreError
+from fraud_detection.features.online import OnlineStoreBusy, OnlineStoreError
 from fraud_detection.serving.champion import ChampionWatcher, ServedModel
 from fraud_detection.serving.docs_ui import OPEN_PATHS as DOCS_PATHS
 from fraud_detection.serving.docs_ui import add_docs
@@ -47,6 +57,11 @@ from fraud_detection.serving.settings import ServingConfig, load_serving_config
 __all__ = ["API_KEY_HEADER", "ServingError", "create_app", "predictions_folder"]
 
 log = logging.getLogger(__name__)
+
+# Worker threads scoring /predict requests: they take turns on the card-state lock, so
+# more would only contend for the GIL; a few let one request wait on the store while
+# another finishes.
+PREDICT_THREADS = 4
 
 API_KEY_HEADER = "X-API-Key"
 OPEN_PATHS = frozenset({"/health", "/ready", "/openapi.json"}) | DOCS_PATHS
@@ -226,24 +241,33 @@ class _Service:
     paths: StatePaths
     watcher: ChampionWatcher
     prediction_log: PredictionLog | None
+    predict_pool: ThreadPoolExecutor
+    batch_pool: ThreadPoolExecutor
     predictor: Predictor | None = None
     store_error: str | None = None
+    _opening: threading.Lock = field(default_factory=threading.Lock)
 
     def open_store(self) -> Predictor | None:
         """The predictor, opening Feast's online store first if that has not worked yet,
-        or again when its file was replaced (a rebuilt SQLite store)."""
-        if self.predictor is not None:
-            if not self.predictor.online.replaced():
-                return self.predictor
+        or again when its file was replaced (a rebuilt SQLite store). Called from worker
+        threads: one of them opens or reopens, the others wait for it."""
+        predictor = self.predictor
+        if predictor is not None and not predictor.online.replaced():
+            return predictor
+        with self._opening:
+            predictor = self.predictor
+            if predictor is None:
+                return self._open()
+            if not predictor.online.replaced():
+                return predictor
             log.warning("online store file replaced: reopening it")
-            kept = self.predictor.updates  # the counters /ready shows carry on
-            self.predictor.online.close()
+            kept = predictor.updates  # the counters /ready shows carry on
             self.predictor = None
+            predictor.online.close()  # once the request using it, if any, is done
             reopened = self._open()
             if reopened is not None:
                 reopened.updates = kept
             return reopened
-        return self._open()
 
     def _open(self) -> Predictor | None:
         if self.predictor is not None:
@@ -307,7 +331,6 @@ def create_app(
         from fraud_detection.registry import tracking
         from fraud_detection.serving.scorer import limit_openmp_threads
 
-        limit_openmp_threads()  # this thread runs the handlers: one-row calls, one thread
         tracking.setup_mlflow(profile)
         watcher = ChampionWatcher(
             profile.mlflow.model_name,
@@ -325,15 +348,28 @@ def create_app(
             paths=paths,
             watcher=watcher,
             prediction_log=prediction_log,
+            # The threads that score: one OpenMP thread each (the setting is per thread).
+            predict_pool=ThreadPoolExecutor(
+                PREDICT_THREADS, "predict", initializer=limit_openmp_threads
+            ),
+            batch_pool=ThreadPoolExecutor(1, "predict-batch", initializer=limit_openmp_threads),
         )
         if not service.check_store():
             log.warning("online store not ready: %s", service.store_error)
         watcher.start()
+        # What is loaded now (libraries, the model, the store) lives as long as the
+        # service: keep it out of the collector's full passes, which otherwise walk
+        # ~430,000 objects holding the GIL for ~0.3 s, a stall every few large batches.
+        gc.collect()
+        gc.freeze()
         holder["service"] = service
         started_app.state.service = service  # for operators and tests: what is running
         try:
             yield
         finally:
+            gc.unfreeze()
+            service.predict_pool.shutdown()
+            service.batch_pool.shutdown()
             watcher.stop()
             if prediction_log is not None:
                 counters = prediction_log.close()
@@ -391,7 +427,32 @@ def create_app(
     def _store_down(service: _Service, exc: OnlineStoreError) -> Response:
         service.store_error = str(exc)
         log.warning("online store unavailable: %s", exc)
+        if isinstance(exc, OnlineStoreBusy):  # a lock held too long: worth a retry soon
+            body = orjson.dumps({"detail": service.store_error})
+            return Response(body, 503, headers={"Retry-After": "1"}, media_type="application/json")
         return _json({"detail": f"online store unavailable: {service.store_error}"}, 503)
+
+    async def _off_loop(batch: bool, call: Callable[..., Response], *args: Any) -> Response:
+        """``call(*args)`` in the service's scoring threads, the event loop free meanwhile."""
+        service = holder.get("service")
+        if service is None:
+            return _json({"detail": "the service is starting"}, 503)
+        pool = service.batch_pool if batch else service.predict_pool
+        return await asyncio.get_running_loop().run_in_executor(pool, call, *args)
+
+    def _predict_one(transaction: Transaction, started: float, arrived: float) -> Response:
+        serving = _serving()
+        if isinstance(serving, Response):
+            return serving
+        service, predictor, model = serving  # read once: a reload never changes it mid-request
+        # The lock wait counts from the request's arrival: a request that queued for a
+        # thread behind others stuck on a held lock gives up at once, not a wait later.
+        deadline = arrived + predictor.online.lock_wait_s
+        try:
+            body = predictor.predict(model, transaction, started, deadline)
+        except OnlineStoreError as exc:
+            return _store_down(service, exc)
+        return _json(body)
 
     @app.post(
         "/predict",
@@ -401,19 +462,11 @@ def create_app(
         openapi_extra=secured,
     )
     async def predict(transaction: Transaction) -> Response:
-        started = time.perf_counter()
+        started, arrived = time.perf_counter(), time.monotonic()
         late = _timestamp_problem(transaction.timestamp, config, ["body", "timestamp"])
         if late is not None:
             return _json({"detail": [late]}, 422)
-        serving = _serving()
-        if isinstance(serving, Response):
-            return serving
-        service, predictor, model = serving  # read once: a reload never changes it mid-request
-        try:
-            body = predictor.predict(model, transaction, started)
-        except OnlineStoreError as exc:
-            return _store_down(service, exc)
-        return _json(body)
+        return await _off_loop(False, _predict_one, transaction, started, arrived)
 
     @app.post(
         "/predict/batch",
@@ -422,7 +475,9 @@ def create_app(
         openapi_extra=secured,
     )
     async def predict_batch(batch: BatchRequest) -> Response:
-        started = time.perf_counter()
+        return await _off_loop(True, _predict_many, batch, time.perf_counter())
+
+    def _predict_many(batch: BatchRequest, started: float) -> Response:
         late = [
             problem
             for i, t in enumerate(batch.transactions)
@@ -453,7 +508,7 @@ def create_app(
                 },
                 422,
             )
-        try:
+        try:  # batches take turns (a pool of one); the lock wait counts from this turn
             bodies = predictor.predict_many(model, batch.transactions, started)
         except OnlineStoreError as exc:
             return _store_down(service, exc)
@@ -472,7 +527,7 @@ def create_app(
         service = holder.get("service")
         if service is None:
             return _json({"ready": False, "detail": "the service is starting"}, 503)
-        store_ok = service.check_store()
+        store_ok = await run_in_threadpool(service.check_store)
         model = service.watcher.ready_report()
         is_ready = bool(model["loaded"]) and store_ok
         given = request.headers.get(API_KEY_HEADER, "").encode()
@@ -510,7 +565,7 @@ def create_app(
         openapi_extra=secured,
     )
     async def metadata() -> Response:
-        serving = _serving()
+        serving = await run_in_threadpool(_serving)  # may open the store
         if isinstance(serving, Response):
             return serving
         service, _, model = serving

@@ -14,10 +14,14 @@ The steps of one prediction, the same for ``POST /predict`` and ``POST /predict/
    it (a retried ``transaction_id`` is not counted twice), and queue a record for the
    prediction log (:mod:`.predlog`).
 
-Steps 1 to 4 of one card hold the state writers' lock, so concurrent requests and a
-re-materializing CT run never lose each other's updates. A failed read raises
-:class:`~fraud_detection.features.online.OnlineStoreError` (the API answers 503); a
-failed state write is counted and logged, and the score is still returned.
+Steps 1 to 4 of one card hold the state writers' lock, so concurrent requests (the API
+runs them in worker threads) and a re-materializing CT run never lose each other's
+updates. A failed read raises :class:`~fraud_detection.features.online.OnlineStoreError`
+(the API answers 503); a failed state write is counted and logged, and the score is
+still returned, unless the write failed because the store stayed locked
+(:class:`~fraud_detection.features.online.OnlineStoreBusy`): that is raised too, after
+being counted, so the client retries (a retry is not counted twice) instead of the card's
+state silently missing the transaction.
 """
 
 from __future__ import annotations
@@ -42,6 +46,7 @@ from fraud_detection.features.online import (
     CardState,
     OnlineFeatures,
     OnlineRow,
+    OnlineStoreBusy,
     OnlineStoreError,
     transaction_key,
 )
@@ -141,14 +146,24 @@ class Predictor:
                 self.updates.last_error = str(exc)
                 self.updates.last_failed_at = dt.datetime.now(dt.UTC).isoformat()
             log.warning("card state update failed for %d card(s): %s", len(items), exc)
+            if isinstance(exc, OnlineStoreBusy):
+                raise
             return
         with self._counter_lock:
             self.updates.written += written
 
-    def predict(self, model: ServedModel, txn: Transaction, started: float) -> dict[str, Any]:
-        """The response body of one transaction (and its log record)."""
+    def predict(
+        self,
+        model: ServedModel,
+        txn: Transaction,
+        started: float,
+        deadline: float | None = None,
+    ) -> dict[str, Any]:
+        """The response body of one transaction (and its log record). ``deadline``
+        (``time.monotonic()``): give up waiting for the state lock then
+        (:class:`~fraud_detection.features.online.OnlineStoreBusy`)."""
         event = self._event(txn)
-        with self.online.writing():
+        with self.online.writing(deadline):
             row = self.online.read(txn.card_id, txn.merchant_id, event[0])
             features = model_inputs((txn,), (row,))[0]
             numbers = [features[i] for i in model.feature_index]
@@ -160,7 +175,11 @@ class Predictor:
         return self._respond(model, txn, row, features, score, started, "api")
 
     def predict_many(
-        self, model: ServedModel, transactions: Sequence[Transaction], started: float
+        self,
+        model: ServedModel,
+        transactions: Sequence[Transaction],
+        started: float,
+        deadline: float | None = None,
     ) -> list[dict[str, Any]]:
         """Response bodies of several transactions, in order, scored in one model call.
 
@@ -170,7 +189,7 @@ class Predictor:
         states: dict[int, CardState] = {}
         changed: set[int] = set()
         rows: list[OnlineRow] = []
-        with self.online.writing():
+        with self.online.writing(deadline):
             for txn in transactions:
                 event = self._event(txn)
                 state = states.get(txn.card_id)
