@@ -165,7 +165,8 @@ def test_dvc_remote_round_trip(tmp_path: Path) -> None:
     back = sorted(p.relative_to(produced) for p in produced.rglob("*") if p.is_file())
     assert back == files
     _, mismatch, errors = filecmp.cmpfiles(original, produced, [str(f) for f in files], False)
-    assert not mismatch and not errors
+    assert not mismatch, f"files differ after the round trip: {mismatch}"
+    assert not errors
     assert (copy / ".dvc" / "config").read_text() == (ROOT / ".dvc" / "config").read_text()
     status = dvc(copy, "status", "simulate")
     assert "up to date" in status.stdout, status.stdout + status.stderr
