@@ -38,6 +38,7 @@ from tests.worlds import served_world
 pytestmark = pytest.mark.integration
 
 HEALTH_P99_MS = 50.0
+QUIET_P99_MS = 10.0  # an idle service's /health p99 on a quiet machine is a few ms
 HEALTH_EVERY_S = 0.01
 HOLD_S = 4.0  # longer than LOCK_WAIT_S: requests behind the lock must give up
 BATCH_ROWS = 1_000  # serving.max_batch_rows
@@ -164,11 +165,24 @@ class HealthProbe:
         return len(latencies), float(np.percentile(latencies, 99)), float(latencies.max())
 
 
+def _budget(server: str) -> float:
+    """The /health p99 budget: 50 ms, plus what the machine itself adds on top of a quiet
+    machine's idle p99 (measured now, on the same service with nothing else to do): a
+    busy shared machine must not fail the test, a stall (seconds) always does."""
+    with HealthProbe(server) as idle:
+        time.sleep(2.0)
+    _, p99, worst = idle.figures()
+    budget = HEALTH_P99_MS + max(0.0, p99 - QUIET_P99_MS)
+    print(f"idle: /health p99 {p99:.1f} ms, max {worst:.0f} ms; budget {budget:.0f} ms")
+    return budget
+
+
 def test_a_held_store_lock_neither_stalls_health_nor_hangs_a_request(
     world: StatePaths, server: str, bodies: list[dict[str, Any]]
 ) -> None:
     # Given a running service whose SQLite online store another connection has locked
     # for writing (BEGIN IMMEDIATE: what a long write by another process holds)
+    budget = _budget(server)
     online = store.open_online(world, apply=False)
     path = online._file
     assert path is not None
@@ -208,7 +222,7 @@ def test_a_held_store_lock_neither_stalls_health_nor_hangs_a_request(
     print(f"held lock: /health p99 {p99:.1f} ms, max {worst:.0f} ms, {count} probes")
 
     # Then /health kept answering at once
-    assert p99 < HEALTH_P99_MS, f"/health p99 {p99:.1f} ms (max {worst:.0f} ms, {count} probes)"
+    assert p99 < budget, f"/health p99 {p99:.1f} ms (max {worst:.0f} ms, {count} probes)"
     # and no /predict hung: each answered 200 or, behind the lock, a 503 naming it
     assert {status for _, _, status, _ in answers} <= {200, 503}, answers[:3]
     busy = [text for _, _, status, text in answers if status == 503]
@@ -244,6 +258,7 @@ def test_a_held_store_lock_neither_stalls_health_nor_hangs_a_request(
 def test_large_batches_do_not_stall_health(server: str, bodies: list[dict[str, Any]]) -> None:
     # Given four clients, each with three batches of 1,000 transactions (the limit)
     assert len(bodies) == BATCH_ROWS
+    budget = _budget(server)
     payloads = {
         (k, j): orjson.dumps(
             {
@@ -282,4 +297,4 @@ def test_large_batches_do_not_stall_health(server: str, bodies: list[dict[str, A
 
     # Then every batch is scored and /health kept answering at once
     assert statuses == [200] * 12, statuses
-    assert p99 < HEALTH_P99_MS, f"/health p99 {p99:.1f} ms (max {worst:.0f} ms, {count} probes)"
+    assert p99 < budget, f"/health p99 {p99:.1f} ms (max {worst:.0f} ms, {count} probes)"
