@@ -49,8 +49,8 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> StatePaths:
     return served_world(tmp_path_factory.mktemp("stall"))
 
 
-@pytest.fixture(scope="module")
-def server(world: StatePaths) -> Iterator[str]:
+def _serve(world: StatePaths, **env: str) -> tuple[subprocess.Popen[bytes], str]:
+    """``fraud serve`` on the world in a process of its own, once it is ready."""
     port = free_port()
     api = subprocess.Popen(
         [
@@ -63,21 +63,27 @@ def server(world: StatePaths) -> Iterator[str]:
             "--state-dir",
             str(world.root),
         ],
-        env={**os.environ, "FRAUD_SERVING__RELOAD_INTERVAL_S": "60"},
+        env={**os.environ, "FRAUD_SERVING__RELOAD_INTERVAL_S": "60", **env},
         cwd=ROOT,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
     base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while True:
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(f"{base}/ready", timeout=5).status_code == 200:
+                return api, base
+        if api.poll() is not None or time.monotonic() > deadline:
+            api.kill()
+            pytest.fail("fraud serve exited or was not ready within 120 s")
+        time.sleep(0.3)
+
+
+@pytest.fixture(scope="module")
+def server(world: StatePaths) -> Iterator[str]:
+    api, base = _serve(world)
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{base}/ready", timeout=5).status_code == 200:
-                    break
-            assert api.poll() is None, "fraud serve exited"
-            assert time.monotonic() < deadline, "fraud serve not ready"
-            time.sleep(0.3)
         yield base
     finally:
         api.terminate()
@@ -298,3 +304,71 @@ def test_large_batches_do_not_stall_health(server: str, bodies: list[dict[str, A
     # Then every batch is scored and /health kept answering at once
     assert statuses == [200] * 12, statuses
     assert p99 < budget, f"/health p99 {p99:.1f} ms (max {worst:.0f} ms, {count} probes)"
+
+
+# ------------------------------------------------------- kill -9: what is lost, and no more
+
+FLUSH_INTERVAL_S = 0.5
+
+
+def _logged_ids(world: StatePaths, prefix: str) -> set[str]:
+    """Transaction ids starting with ``prefix`` in the prediction log's part files."""
+    ids: set[str] = set()
+    for part in (world.root / "serving" / "predictions").glob("date=*/part-*.parquet"):
+        column = pd.read_parquet(part, columns=["transaction_id"])["transaction_id"]
+        ids.update(t for t in column.dropna() if t.startswith(prefix))
+    return ids
+
+
+def test_a_killed_service_loses_only_the_unflushed_log_window_and_no_card_state(
+    world: StatePaths, bodies: list[dict[str, Any]]
+) -> None:
+    # Given a service that flushes its prediction log every 0.5 s
+    api, base = _serve(world, FRAUD_SERVING__PREDICTION_LOG__FLUSH_INTERVAL_S=str(FLUSH_INTERVAL_S))
+    sent: list[dict[str, Any]] = []
+    try:
+        with httpx.Client(base_url=base, timeout=30) as http:
+
+            def send(tag: str, count: int) -> None:
+                for i in range(count):
+                    body = {**bodies[(len(sent) * 7) % len(bodies)], "transaction_id": f"{tag}{i}"}
+                    assert http.post("/predict", json=body).status_code == 200
+                    sent.append(body)
+
+            # When 200 transactions are answered, then, after more than a flush interval,
+            # 50 more, and the process is killed (SIGKILL) right after the last answer
+            send("kill-early-", 200)
+            time.sleep(4 * FLUSH_INTERVAL_S)
+            send("kill-late-", 50)
+    finally:
+        api.kill()
+        api.wait(timeout=30)
+
+    # Then every transaction answered before the last flush interval is in the log
+    early = _logged_ids(world, "kill-early-")
+    assert early == {f"kill-early-{i}" for i in range(200)}, f"{200 - len(early)} lost"
+    late = _logged_ids(world, "kill-late-")
+    print(f"kill -9: log kept 200/200 older rows, {len(late)}/50 of the last in-flight ones")
+    # and every answered transaction is in its card's online state (written before the
+    # answer): nothing of the features the next request sees is lost
+    online = store.open_online(world, apply=False)
+    try:
+        missing = []
+        for body in sent:
+            t_us = int(pd.Timestamp(body["timestamp"]).value // 1_000)
+            key = transaction_key(
+                body["transaction_id"], body["card_id"], t_us, body["merchant_id"], body["amount"]
+            )
+            if key not in set(online.read_state(body["card_id"]).keys.tolist()):
+                missing.append(body["transaction_id"])
+    finally:
+        online.close()
+    assert missing == [], f"{len(missing)} answered transactions missing from the card state"
+
+    # And a restarted service is ready at once, with no repair
+    again, base = _serve(world)
+    try:
+        assert httpx.get(f"{base}/ready", timeout=30).status_code == 200
+    finally:
+        again.terminate()
+        again.wait(timeout=30)
