@@ -47,7 +47,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from fraud_detection.errors import FraudError
+from fraud_detection.errors import ServiceUnavailableError
 from fraud_detection.features import engineering as fe
 
 if TYPE_CHECKING:
@@ -89,7 +89,7 @@ _MERGE_CHUNK = 500  # cards per locked read-merge-write of a batch
 LOCK_WAIT_S = 2.0
 
 
-class OnlineStoreError(FraudError):
+class OnlineStoreError(ServiceUnavailableError):
     """The online store cannot be read or written; the message says why and what to do."""
 
 
