@@ -50,6 +50,7 @@ if (_SRC / "fraud_detection" / "__init__.py").is_file() and str(_SRC) not in sys
 
 import fraud_detection  # noqa: E402  (after the path above)
 from fraud_detection.config import project_dir  # noqa: E402
+from fraud_detection.errors import FraudError, ServiceUnavailableError  # noqa: E402
 from fraud_detection.registry import lineage  # noqa: E402
 from fraud_detection.training import ct  # noqa: E402
 from fraud_detection.validation.gate import DataValidationError  # noqa: E402
@@ -106,23 +107,39 @@ def record_code_version() -> str:
 # ------------------------------------------------------------------------ tasks
 
 
+def _transient(_task: Any, _run: Any, state: Any) -> bool:
+    """Whether a failed task is worth its retries: a store or service that did not answer,
+    an OS or library error may pass on a second try; a user-fixable error (a bad config, a
+    missing input: :class:`~fraud_detection.errors.FraudError`) would fail again, so the
+    run fails at once with it."""
+    exc = state.data if isinstance(state.data, BaseException) else None
+    if exc is None:
+        try:
+            exc = state.result(raise_on_failure=False)
+        except Exception:
+            return True
+    if isinstance(exc, ServiceUnavailableError):
+        return True
+    return not isinstance(exc, FraudError)
+
+
 @task(cache_policy=NO_CACHE)
 def ingest(ctx: ct.CTContext) -> list[dt.date]:
     """New raw partitions: on disk, not yet judged by the data gate."""
     return ct.pending_partitions(ctx.paths)
 
 
-@task(retries=2, retry_delay_seconds=2, cache_policy=NO_CACHE)
+@task(retries=2, retry_delay_seconds=2, retry_condition_fn=_transient, cache_policy=NO_CACHE)
 def validate_partition(ctx: ct.CTContext, day: dt.date) -> Any:
     return ct.validate_partition(ctx.paths, day)
 
 
-@task(retries=2, retry_delay_seconds=2, cache_policy=NO_CACHE)
+@task(retries=2, retry_delay_seconds=2, retry_condition_fn=_transient, cache_policy=NO_CACHE)
 def update_features(ctx: ct.CTContext, days: list[dt.date]) -> int:
     return ct.update_features(ctx.paths, days)
 
 
-@task(retries=2, retry_delay_seconds=2, cache_policy=NO_CACHE)
+@task(retries=2, retry_delay_seconds=2, retry_condition_fn=_transient, cache_policy=NO_CACHE)
 def build_training_set(ctx: ct.CTContext, when: Any) -> Any:
     return ct.build_training_set(ctx, when)
 
@@ -151,7 +168,7 @@ def evaluate(ctx: ct.CTContext, model: Any, training: ct.TrainingSet) -> ct.Eval
     return ct.evaluate(ctx, model, training)
 
 
-@task(retries=2, retry_delay_seconds=2, cache_policy=NO_CACHE)
+@task(retries=2, retry_delay_seconds=2, retry_condition_fn=_transient, cache_policy=NO_CACHE)
 def register(
     ctx: ct.CTContext,
     model: Any,
@@ -185,14 +202,14 @@ def model_gate(
     return ct.model_gate(ctx, model, evals, registered, training)
 
 
-@task(retries=2, retry_delay_seconds=2, cache_policy=NO_CACHE)
+@task(retries=2, retry_delay_seconds=2, retry_condition_fn=_transient, cache_policy=NO_CACHE)
 def promote(
     ctx: ct.CTContext, registered: ct.Registered, evals: ct.Evaluations, decision: Any
 ) -> tuple[bool, str | None, str]:
     return ct.promote(ctx, registered, evals, decision)
 
 
-@task(retries=2, retry_delay_seconds=2, cache_policy=NO_CACHE)
+@task(retries=2, retry_delay_seconds=2, retry_condition_fn=_transient, cache_policy=NO_CACHE)
 def materialize(ctx: ct.CTContext) -> str:
     return ct.materialize(ctx)
 
@@ -346,7 +363,7 @@ def signal_trigger(state_dir: str | None = None) -> dict[str, Any] | None:
 # ------------------------------------------------- batch scoring and monitoring
 
 
-@task(retries=2, retry_delay_seconds=2, cache_policy=NO_CACHE)
+@task(retries=2, retry_delay_seconds=2, retry_condition_fn=_transient, cache_policy=NO_CACHE)
 def score_day(day: dt.date | None, state_dir: str | None) -> dict[str, Any]:
     from fraud_detection.serving import batch
     from fraud_detection.training.ct import context
@@ -355,7 +372,7 @@ def score_day(day: dt.date | None, state_dir: str | None) -> dict[str, Any]:
     return result.to_dict()
 
 
-@task(retries=2, retry_delay_seconds=2, cache_policy=NO_CACHE)
+@task(retries=2, retry_delay_seconds=2, retry_condition_fn=_transient, cache_policy=NO_CACHE)
 def score_days(last_days: int | None, state_dir: str | None) -> dict[str, Any]:
     """Several days: on a Dask cluster inside this step (``scaleout.partition_map``)."""
     from fraud_detection.config import state_paths
@@ -385,14 +402,14 @@ def batch_scoring_flow(
     return score_day(when, state_dir)
 
 
-@task(retries=2, retry_delay_seconds=2, cache_policy=NO_CACHE)
+@task(retries=2, retry_delay_seconds=2, retry_condition_fn=_transient, cache_policy=NO_CACHE)
 def load_reference(ctx: Any) -> Any:
     from fraud_detection.monitoring import monitor
 
     return monitor.load_reference(ctx, progress=print)
 
 
-@task(retries=2, retry_delay_seconds=2, cache_policy=NO_CACHE)
+@task(retries=2, retry_delay_seconds=2, retry_condition_fn=_transient, cache_policy=NO_CACHE)
 def served_traffic(ctx: Any) -> Any:
     from fraud_detection.monitoring import monitor
 
@@ -406,7 +423,7 @@ def measure_drift(ctx: Any, reference: Any, current: Any) -> Any:
     return monitor.measure_drift(ctx, reference, current)
 
 
-@task(retries=2, retry_delay_seconds=2, cache_policy=NO_CACHE)
+@task(retries=2, retry_delay_seconds=2, retry_condition_fn=_transient, cache_policy=NO_CACHE)
 def measure_performance(ctx: Any, reference: Any, now: Any) -> Any:
     from fraud_detection.monitoring import monitor
 
