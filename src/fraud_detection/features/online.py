@@ -66,6 +66,7 @@ __all__ = [
     "OnlineRow",
     "OnlineStoreBusy",
     "OnlineStoreError",
+    "StoreWouldBlock",
     "transaction_key",
 ]
 
@@ -95,6 +96,12 @@ class OnlineStoreError(ServiceUnavailableError):
 
 class OnlineStoreBusy(OnlineStoreError):
     """A lock on the online store stayed held longer than the wait: try again."""
+
+
+class StoreWouldBlock(Exception):
+    """A ``nowait`` call found a lock held (a request of another thread, CT's merge,
+    another SQLite connection's write): nothing was written; call again where waiting
+    blocks no one (a worker thread)."""
 
 
 def transaction_key(
@@ -302,6 +309,7 @@ class OnlineFeatures:
             lock_file.parent.mkdir(parents=True, exist_ok=True)
             self._lock_fd = os.open(lock_file, os.O_RDWR | os.O_CREAT, 0o644)
         self._thread_lock = threading.RLock()
+        self._nowait = False  # inside writing(nowait=True): a SQLite write must not wait
         self.lock_wait_s = lock_wait_s
         _tune_sqlite(self.online, store.config, lock_wait_s)
         _tune_redis(self.online, store.config)
@@ -363,12 +371,19 @@ class OnlineFeatures:
     # ------------------------------------------------------------------ locking
 
     @contextlib.contextmanager
-    def writing(self, deadline: float | None = None, *, bounded: bool = True) -> Iterator[None]:
+    def writing(
+        self, deadline: float | None = None, *, bounded: bool = True, nowait: bool = False
+    ) -> Iterator[None]:
         """Hold the state writers' lock (this process's threads and, with a lock file,
         every process of the state folder). Raises :class:`OnlineStoreBusy` when it is not
         free by ``deadline`` (``time.monotonic()``; default: :attr:`lock_wait_s` from
         now). ``bounded=False`` waits as long as it takes (a CT run's merge: no client
-        waits for an answer)."""
+        waits for an answer). ``nowait``: raise :class:`StoreWouldBlock` instead of waiting
+        at all, for the locks and, inside, for a SQLite write (the event loop's path)."""
+        if nowait:
+            with self._without_waiting():
+                yield
+            return
         if bounded and deadline is None:
             deadline = time.monotonic() + self.lock_wait_s
         wait = -1.0 if deadline is None else max(0.0, deadline - time.monotonic())
@@ -387,6 +402,27 @@ class OnlineFeatures:
                 yield
             finally:
                 fcntl.flock(fd, fcntl.LOCK_UN)
+        finally:
+            self._thread_lock.release()
+
+    @contextlib.contextmanager
+    def _without_waiting(self) -> Iterator[None]:
+        if not self._thread_lock.acquire(blocking=False):
+            raise StoreWouldBlock
+        try:
+            fd = self._lock_fd
+            if fd is not None:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    raise StoreWouldBlock from None
+            self._nowait = True
+            try:
+                yield
+            finally:
+                self._nowait = False
+                if fd is not None:
+                    fcntl.flock(fd, fcntl.LOCK_UN)
         finally:
             self._thread_lock.release()
 
@@ -579,11 +615,28 @@ class OnlineFeatures:
             for card, state in states
         ]
         if rows:
+            if self._nowait and self._file is not None:
+                self._write_sqlite_nowait(rows)
+                return len(rows)
             try:
                 self.online.online_write_batch(self._write_config, self.state_view, rows, None)
             except Exception as exc:
                 raise self._error(exc) from exc
         return len(rows)
+
+    def _write_sqlite_nowait(self, rows: list[Any]) -> None:
+        """The state write with SQLite's busy timeout at 0: another connection's write
+        lock makes it :class:`StoreWouldBlock` at once (nothing written), not a wait."""
+        conn: Any = self.online._get_conn(self.config)  # type: ignore[attr-defined]
+        conn.execute("PRAGMA busy_timeout=0")
+        try:
+            self.online.online_write_batch(self._write_config, self.state_view, rows, None)
+        except Exception as exc:
+            if "database is locked" in str(exc):
+                raise StoreWouldBlock from exc
+            raise self._error(exc) from exc
+        finally:
+            conn.execute(f"PRAGMA busy_timeout={round(self.lock_wait_s * 1000)}")
 
     def merge_states(self, snapshot: dict[int, CardState]) -> int:
         """Add each card's batch ``snapshot`` events to its online state (a union, never

@@ -8,12 +8,15 @@ app (lifespan). When the online store cannot be read (not materialized yet, Redi
 ``/predict`` answers 503 with the reason and ``/ready`` says false; the next request
 tries again, so the service recovers on its own when the store is back.
 
-The event loop only parses requests and answers them: scoring, which reads and writes the
-online store, runs in worker threads (``/predict`` in a small pool, ``/predict/batch`` in
-a pool of one, ``/ready``'s store check in Starlette's), so a slow or locked store, or a
-1,000-row batch, never holds up another request, ``/health`` included. A request gives
-up waiting for the store's locks after ``online.LOCK_WAIT_S``: 503 ``online store busy``
-naming the lock, with ``Retry-After`` (see docs/serving.md for the design and figures).
+Nothing waits on the event loop. A ``/predict`` whose store locks are free (the common
+case) is scored on the loop itself, taking no lock that is held (``nowait``: a hop to a
+thread would cost more than the sub-millisecond work); one that would wait (a lock held by
+another request, CT's merge or another SQLite connection; a store to open) goes to a small
+pool of scoring threads, ``/predict/batch`` to a pool of one, ``/ready``'s store check to
+Starlette's. So a locked store or a 1,000-row batch never holds up another request,
+``/health`` included. A request gives up waiting for the store's locks after
+``online.LOCK_WAIT_S``: 503 ``online store busy`` naming the lock, with ``Retry-After``
+(see docs/serving.md for the design and figures).
 
 A body over ``max_body_bytes`` is answered 413 and, when the profile requires it, a
 request without the right ``X-API-Key`` 401, both by a small ASGI middleware before any
@@ -45,7 +48,7 @@ from starlette.concurrency import run_in_threadpool
 
 from fraud_detection.config import Profile, Secrets, StatePaths, load_profile, state_paths
 from fraud_detection.errors import FraudError
-from fraud_detection.features.online import OnlineStoreBusy, OnlineStoreError
+from fraud_detection.features.online import OnlineStoreBusy, OnlineStoreError, StoreWouldBlock
 from fraud_detection.serving.champion import ChampionWatcher, ServedModel
 from fraud_detection.serving.docs_ui import OPEN_PATHS as DOCS_PATHS
 from fraud_detection.serving.docs_ui import add_docs
@@ -331,6 +334,7 @@ def create_app(
         from fraud_detection.registry import tracking
         from fraud_detection.serving.scorer import limit_openmp_threads
 
+        limit_openmp_threads()  # this thread scores most /predict requests: one row, one thread
         tracking.setup_mlflow(profile)
         watcher = ChampionWatcher(
             profile.mlflow.model_name,
@@ -466,7 +470,30 @@ def create_app(
         late = _timestamp_problem(transaction.timestamp, config, ["body", "timestamp"])
         if late is not None:
             return _json({"detail": [late]}, 422)
+        answered = _predict_inline(transaction, started)
+        if answered is not None:
+            return answered
         return await _off_loop(False, _predict_one, transaction, started, arrived)
+
+    def _predict_inline(transaction: Transaction, started: float) -> Response | None:
+        """The common case on the event loop itself: the store open, its locks free.
+        Nothing here waits: a held lock, a store to open or reopen, or no model yet is
+        None, and the request goes to a scoring thread (which waits, bounded, or answers
+        503). A hop to a thread per request would cost more than the sub-millisecond work
+        (docs/serving.md)."""
+        service = holder.get("service")
+        if service is None:
+            return None
+        predictor, model = service.predictor, service.watcher.current
+        if predictor is None or model is None or predictor.online.replaced():
+            return None
+        try:
+            body = predictor.predict(model, transaction, started, nowait=True)
+        except StoreWouldBlock:
+            return None
+        except OnlineStoreError as exc:
+            return _store_down(service, exc)
+        return _json(body)
 
     @app.post(
         "/predict/batch",

@@ -158,12 +158,16 @@ class Predictor:
         txn: Transaction,
         started: float,
         deadline: float | None = None,
+        *,
+        nowait: bool = False,
     ) -> dict[str, Any]:
         """The response body of one transaction (and its log record). ``deadline``
         (``time.monotonic()``): give up waiting for the state lock then
-        (:class:`~fraud_detection.features.online.OnlineStoreBusy`)."""
+        (:class:`~fraud_detection.features.online.OnlineStoreBusy`). ``nowait``: never
+        wait for a lock (:class:`~fraud_detection.features.online.StoreWouldBlock`,
+        nothing written nor logged: call again without it, off the event loop)."""
         event = self._event(txn)
-        with self.online.writing(deadline):
+        with self.online.writing(deadline, nowait=nowait):
             row = self.online.read(txn.card_id, txn.merchant_id, event[0])
             features = model_inputs((txn,), (row,))[0]
             numbers = [features[i] for i in model.feature_index]
