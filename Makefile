@@ -211,7 +211,7 @@ monitor: $(VENV)/.synced ## Monitoring: drift, performance on delayed labels, HT
 # step is one of these targets (or one above), so a red CI step reproduces locally with the
 # same command. tests/unit/test_workflows.py keeps the workflows and this list in step.
 .PHONY: lint-workflows lint-docker test-data test-notebook smoke repro-sample ct-new-data ct-ci \
-        wheel image deps-fresh
+        wheel image deps-fresh health-report
 
 # A tiny simulated world: the whole CT pipeline on it takes about a minute.
 SAMPLE_WORLD := --days 6 --rows-per-day 1500 --cards 300 --merchants 60 --label-delay-days 1
@@ -283,6 +283,24 @@ ct-ci: $(VENV)/.synced ## CT in CI: one CT run, the runs table to $GITHUB_STEP_S
 	   echo "runs table written to the job summary ($$GITHUB_STEP_SUMMARY)"; \
 	 fi; \
 	 exit $$status
+
+# The health report reads CT_STATE_DIR (health-report.yml restores ct.yml's cached state
+# there). On Actions (GITHUB_TOKEN and GITHUB_REPOSITORY set) the last CI results come
+# from GitHub's API (the newest runs on main); elsewhere the report says they are absent.
+HEALTH_ARGS ?=
+
+health-report: $(VENV)/.synced ## Pipeline health of CT_STATE_DIR (CT, gates, champion, serving, CI): reports/health.html, Markdown to $GITHUB_STEP_SUMMARY; then the audit log
+	@ci=""; runs="$(CT_STATE_DIR)/reports/ci-runs.json"; \
+	 if [ -n "$$GITHUB_TOKEN" ] && [ -n "$$GITHUB_REPOSITORY" ]; then \
+	   mkdir -p "$(CT_STATE_DIR)/reports"; \
+	   if curl -fsS --max-time 30 -H "Authorization: Bearer $$GITHUB_TOKEN" \
+	        -H "Accept: application/vnd.github+json" -o "$$runs" \
+	        "$${GITHUB_API_URL:-https://api.github.com}/repos/$$GITHUB_REPOSITORY/actions/runs?branch=main&per_page=50"; \
+	   then ci="--ci-results $$runs"; \
+	   else echo "warning: the last CI results could not be read from GitHub's API; the report goes without them"; fi; \
+	 fi; \
+	 $(FRAUD) health-report --state-dir "$(CT_STATE_DIR)" $$ci $(HEALTH_ARGS) && \
+	 $(FRAUD) audit --state-dir "$(CT_STATE_DIR)"
 
 wheel: $(VENV)/.synced ## Build the package wheel into dist/ (uv build)
 	@$(UV) build --wheel --out-dir "$(WHEEL_DIR)" --quiet && ls "$(WHEEL_DIR)"/*.whl

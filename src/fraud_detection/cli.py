@@ -21,6 +21,7 @@ import typer
 from fraud_detection.errors import EXIT_INTERRUPTED, EXIT_UNEXPECTED, FraudError, describe
 from fraud_detection.features import cli as features_cli
 from fraud_detection.monitoring import cli as monitoring_cli
+from fraud_detection.operations import cli as operations_cli
 from fraud_detection.serving import cli as serving_cli
 from fraud_detection.serving import quality_cli as serving_quality_cli
 from fraud_detection.training import cli as training_cli
@@ -43,6 +44,8 @@ app.add_typer(monitoring_cli.app, name="monitor")
 app.command("serve")(serving_cli.serve_command)
 app.command("loadtest")(serving_quality_cli.loadtest_command)
 app.command("delivery-check")(serving_quality_cli.delivery_check_command)
+app.command("audit")(operations_cli.audit_command)
+app.command("health-report")(operations_cli.health_report_command)
 
 SCENARIOS = ("drift", "broken_feed")
 

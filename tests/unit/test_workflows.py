@@ -48,6 +48,8 @@ EXERCISED: dict[str, str] = {
     "deploy-prefect": E2E + "test_deploy_prefect_without_an_api_url_fails",
     "delivery-check": E2E + "test_delivery_check_passes",
     "test-services": E2E + "test_test_services_selects_the_services_tests",
+    "health-report": "tests/integration/test_operations.py::"
+    "test_make_health_report_writes_the_page_and_appends_the_job_summary",
 }
 
 
@@ -377,6 +379,36 @@ def test_dependencies_reresolve_weekly_and_upload_the_lock() -> None:
     upload = next(s for s in steps if s.get("uses", "").startswith("actions/upload-artifact@"))
     assert upload["with"]["path"] == "uv.lock"
     assert upload["if"] == "always()"
+
+
+def test_health_report_is_published_weekly_from_the_ct_state_read_only() -> None:
+    report = _workflow("health-report.yml")
+    cron = report["on"]["schedule"][0]["cron"]
+    assert cron.split()[2:4] == ["*", "*"]
+    assert cron.split()[4] != "*"  # weekly
+    assert "workflow_dispatch" in report["on"]
+    job = report["jobs"]["health"]
+    steps = job["steps"]
+    assert [s.get("run") for s in steps if "run" in s] == ["make health-report"]
+    uses = [s.get("uses", "").split("@")[0] for s in steps]
+    # The state ct.yml keeps, restored before the report and never saved back.
+    restore = steps[uses.index("actions/cache/restore")]
+    assert restore["with"]["path"] == "state"
+    assert restore["with"]["restore-keys"] == "ct-state-"
+    assert "actions/cache/save" not in uses
+    ct_save = next(
+        s
+        for s in _workflow("ct.yml")["jobs"]["ct"]["steps"]
+        if s.get("uses", "").startswith("actions/cache/save@")
+    )
+    assert ct_save["with"]["key"].startswith(restore["with"]["restore-keys"])
+    # The page is uploaded even when the report step failed.
+    upload = steps[uses.index("actions/upload-artifact")]
+    assert upload["if"] == "always()"
+    assert "state/reports/health.html" in upload["with"]["path"]
+    assert uses.index("actions/cache/restore") < uses.index("actions/upload-artifact")
+    # Reading the last CI results needs read access to Actions, nothing more.
+    assert job["permissions"] == {"contents": "read", "actions": "read"}
 
 
 # ------------------------------------------------------------------ team hygiene
