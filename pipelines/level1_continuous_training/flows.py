@@ -52,6 +52,7 @@ import fraud_detection  # noqa: E402  (after the path above)
 from fraud_detection.config import project_dir  # noqa: E402
 from fraud_detection.errors import FraudError, ServiceUnavailableError  # noqa: E402
 from fraud_detection.registry import lineage  # noqa: E402
+from fraud_detection.release import challenger as release  # noqa: E402
 from fraud_detection.training import ct  # noqa: E402
 from fraud_detection.validation.gate import DataValidationError  # noqa: E402
 
@@ -312,14 +313,21 @@ def _run(
     # 4. The model gate, then the compare-and-set promotion.
     decision = model_gate(ctx, model, evals, registered, training)
     promoted, champion, reason = (False, record.champion_version, decision.summary)
-    if decision.promote:
+    staged = decision.promote and release.staged()  # `fraud model release` delivers it
+    if decision.promote and not staged:
         promoted, champion, reason = promote(ctx, registered, evals, decision)
     record.champion_version = champion
-    record.outcome = "promoted" if promoted else "kept champion"
+    record.outcome = "promoted" if promoted else "challenger" if staged else "kept champion"
     record.model_gate = (
-        f"promoted v{registered.version}" if promoted else f"rejected v{registered.version}"
+        f"promoted v{registered.version}"
+        if promoted
+        else f"challenger v{registered.version} (awaiting release)"
+        if staged
+        else f"rejected v{registered.version}"
     )
-    record.reasons = [] if promoted else ([reason] if decision.promote else decision.reasons)
+    record.reasons = (
+        [] if promoted or staged else ([reason] if decision.promote else decision.reasons)
+    )
     for line in record.reasons:
         log.info("not promoted: %s", line)
 

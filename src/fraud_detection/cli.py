@@ -22,6 +22,7 @@ from fraud_detection.errors import EXIT_INTERRUPTED, EXIT_UNEXPECTED, FraudError
 from fraud_detection.features import cli as features_cli
 from fraud_detection.monitoring import cli as monitoring_cli
 from fraud_detection.operations import cli as operations_cli
+from fraud_detection.release import cli as release_cli
 from fraud_detection.serving import cli as serving_cli
 from fraud_detection.serving import quality_cli as serving_quality_cli
 from fraud_detection.training import cli as training_cli
@@ -41,6 +42,7 @@ app.command("train")(training_cli.train_command)
 app.add_typer(validation_cli.app, name="validate")
 app.command("score")(monitoring_cli.score_command)
 app.add_typer(monitoring_cli.app, name="monitor")
+app.add_typer(release_cli.app, name="model")
 app.command("serve")(serving_cli.serve_command)
 app.command("loadtest")(serving_quality_cli.loadtest_command)
 app.command("delivery-check")(serving_quality_cli.delivery_check_command)

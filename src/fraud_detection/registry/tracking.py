@@ -73,6 +73,13 @@ LINEAGE_COMPLETE = "lineage_complete"
 PROMOTED_AT = "promoted_at"
 SUPERSEDED_BY = "superseded_by"
 PROMOTED_BY = "promoted_by"  # the promoting process (JSON), tagged before the alias moves
+# Written by a rollback (``fraud model rollback``): on the version rolled back to ...
+ROLLED_BACK_FROM = "rolled_back_from"
+ROLLBACK_REASON = "rollback_reason"
+ROLLED_BACK_BY = "rolled_back_by"  # user@host
+ROLLED_BACK_AT = "rolled_back_at"
+# ... and on the version rolled back from
+ROLLED_BACK_TO = "rolled_back_to"
 PROCESS_TAG_PREFIX = "fraud.process."
 FAILED_BECAUSE = "fraud.failed_because"
 GATE_DECISION_FILE = "gate_decision.json"
@@ -287,7 +294,7 @@ def _reroot(profile: Profile) -> str | None:
         for prefix in old:
             for table, column in sorted(columns):
                 changed += db.execute(
-                    f"UPDATE {table} SET {column} = ? || substr({column}, ?) "  # known names
+                    f"UPDATE {table} SET {column} = ? || substr({column}, ?) "  # noqa: S608  (known names; values bound)
                     f"WHERE {column} = ? OR substr({column}, 1, ?) = ?",
                     (here, len(prefix) + 1, prefix, len(prefix) + 1, prefix + "/"),
                 ).rowcount
@@ -805,6 +812,11 @@ def _by_alias(name: str, alias: str) -> ModelVersion | None:
         raise
 
 
+def by_alias(name: str, alias: str) -> ModelVersion | None:
+    """The version an alias points at (``champion``, ``challenger``), or ``None``."""
+    return _by_alias(name, alias)
+
+
 def champion(name: str) -> ModelVersion | None:
     """The version serving uses (alias ``champion``), or ``None`` before the first promotion."""
     return _by_alias(name, CHAMPION)
@@ -895,6 +907,8 @@ def promote(
         client.set_registered_model_alias(name, CHAMPION, version)
         stamp = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
         client.set_model_version_tag(name, version, PROMOTED_AT, stamp)
+        if tags.get(ROLLED_BACK_TO):  # promoted again: a rollback target once more
+            client.delete_model_version_tag(name, version, ROLLED_BACK_TO)
         if now is not None:
             client.set_model_version_tag(name, now, SUPERSEDED_BY, version)
         pending = challenger(name)
@@ -907,6 +921,96 @@ def promote(
 
 def _shown(version: str | None) -> str:
     return "none" if version is None else f"version {version}"
+
+
+# -------------------------------------------------------------------- rollback
+
+
+def _became_champion_at(tags: Mapping[str, str]) -> str:
+    """When a version last became champion: promoted or rolled back to (ISO text)."""
+    return max(tags.get(PROMOTED_AT, ""), tags.get(ROLLED_BACK_AT, ""))
+
+
+def previous_champion(name: str) -> str | None:
+    """The version that was champion before the current one, from the registry's tags.
+
+    Every promotion tags its version ``promoted_at`` (CT's, a test's, one by hand: the
+    CT ledger only sees CT's) and every rollback its target ``rolled_back_at``. The
+    previous champion is the version other than the current one that became champion
+    last, leaving out versions a rollback moved away from (``rolled_back_to``): rolling
+    back twice goes further back, never to the version just rolled back. Ties within
+    the tags' second go to the higher version.
+    """
+    current = champion(name)
+    now = None if current is None else str(current.version)
+    candidates = []
+    for mv in _client().search_model_versions(f"name = '{name}'"):
+        tags = dict(mv.tags)
+        if str(mv.version) == now or not _became_champion_at(tags) or tags.get(ROLLED_BACK_TO):
+            continue
+        candidates.append((_became_champion_at(tags), int(mv.version)))
+    return str(max(candidates)[1]) if candidates else None
+
+
+def rollback(name: str, version: str, *, reason: str, by: str) -> PromotionResult:
+    """Move ``champion`` back to ``version``, audited; refuse in one line what cannot be.
+
+    Under the promotion lock: a version that does not exist, lacks its lineage (no
+    ``lineage_complete=true`` or a lineage tag missing) or is already the champion is
+    refused (:class:`RegistryError`). Otherwise the target is tagged
+    ``rolled_back_from`` (the champion it replaces), ``rollback_reason``,
+    ``rolled_back_by`` (``by``: user@host) and ``rolled_back_at``, the version left is
+    tagged ``rolled_back_to`` and ``superseded_by``, and the alias moves.
+    """
+    from mlflow.exceptions import MlflowException
+
+    session = _require_session()
+    version = str(version)
+    if not reason.strip():
+        raise RegistryError('a rollback needs a reason: --reason "what is wrong with it"')
+    client = _client()
+    with _promotion_lock(session):
+        current = champion(name)
+        now = None if current is None else str(current.version)
+        try:
+            tags = dict(client.get_model_version(name, version).tags)
+        except MlflowException as exc:
+            if exc.error_code not in {"RESOURCE_DOES_NOT_EXIST", "NOT_FOUND"}:
+                raise
+            known = sorted(
+                int(mv.version) for mv in client.search_model_versions(f"name = '{name}'")
+            )
+            raise RegistryError(
+                f"cannot roll back {name} to version {version}: no such version "
+                f"(registered: {', '.join(map(str, known)) or 'none'})"
+            ) from None
+        missing = missing_lineage(tags)
+        if tags.get(LINEAGE_COMPLETE) != "true" or missing:
+            lacking = ", ".join(missing) if missing else f"{LINEAGE_COMPLETE}=true"
+            raise RegistryError(
+                f"cannot roll back {name} to version {version}: its lineage is incomplete "
+                f"(missing {lacking}); only a version with whole lineage may serve"
+            )
+        if now == version:
+            raise RegistryError(f"cannot roll back {name}: version {version} is the champion")
+        stamp = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+        audit = {
+            ROLLED_BACK_FROM: now or "none",
+            ROLLBACK_REASON: reason.strip()[:GATE_REASONS_MAX_CHARS],
+            ROLLED_BACK_BY: by,
+            ROLLED_BACK_AT: stamp,
+        }
+        for key, value in audit.items():  # the evidence first, then the move
+            client.set_model_version_tag(name, version, key, value)
+        if tags.get(ROLLED_BACK_TO):  # back in service: no longer a version rolled away from
+            client.delete_model_version_tag(name, version, ROLLED_BACK_TO)
+        client.set_registered_model_alias(name, CHAMPION, version)
+        if now is not None:
+            client.set_model_version_tag(name, now, ROLLED_BACK_TO, version)
+            client.set_model_version_tag(name, now, SUPERSEDED_BY, version)
+    return PromotionResult(
+        True, version, now, f"version {version} is the champion again (was {_shown(now)})"
+    )
 
 
 # ---------------------------------------------------------------- gate decision
@@ -953,6 +1057,13 @@ def decision_tags(decision: Mapping[str, Any]) -> dict[str, str]:
     for check_name, passed in _checks(decision).items():
         tags[f"gate.check.{check_name}"] = "pass" if passed else "fail"
     return tags
+
+
+def set_version_tags(name: str, version: str, tags: Mapping[str, str]) -> None:
+    """Tag a model version (release evidence: ``release.blocked`` ...)."""
+    client = _client()
+    for key, value in tags.items():
+        client.set_model_version_tag(name, str(version), key, str(value))
 
 
 def record_decision(name: str, version: str, decision: Mapping[str, Any], run_id: str) -> None:

@@ -341,6 +341,7 @@ def create_app(
             interval_s=config.reload_interval_s,
             champion_file=paths.root / "serving" / "champion.json",
             threshold_override=config.threshold,
+            alias=config.alias,
         )
         prediction_log = None
         if config.prediction_log.enabled:

@@ -202,8 +202,10 @@ class ChampionWatcher:
         interval_s: float,
         champion_file: Path | None = None,
         threshold_override: float | None = None,
+        alias: str = "champion",
     ) -> None:
         self.name = name
+        self.alias = alias  # `challenger` only in a service that takes no live traffic
         self.interval_s = interval_s
         self.champion_file = champion_file
         self.threshold_override = threshold_override
@@ -255,11 +257,12 @@ class ChampionWatcher:
     # ----------------------------------------------------------------- polling
 
     def poll(self) -> None:
-        """Ask the registry for the champion; load and swap in a new version."""
+        """Ask the registry for the champion (the watcher's alias); load and swap in a new
+        version."""
         from fraud_detection.registry import tracking
 
         try:
-            champion = tracking.champion(self.name)
+            champion = tracking.by_alias(self.name, self.alias)
         except Exception as exc:
             message = f"cannot read the registry: {type(exc).__name__}: {exc}"
             if message != self.poll_error:

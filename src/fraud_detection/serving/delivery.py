@@ -261,11 +261,16 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 @contextlib.contextmanager
 def started_service(
-    state_dir: Path, log_path: Path, timeout_s: float, progress: Progress
+    state_dir: Path,
+    log_path: Path,
+    timeout_s: float,
+    progress: Progress,
+    env: Mapping[str, str] | None = None,
 ) -> Iterator[str]:
     """``fraud serve`` on a free loopback port in a child process; yields its base URL.
 
-    Waits for ``/ready`` to answer 200; stops the service (SIGTERM, then SIGKILL) on exit.
+    ``env`` adds environment variables (``FRAUD_SERVING__ALIAS=challenger``). Waits for
+    ``/ready`` to answer 200; stops the service (SIGTERM, then SIGKILL) on exit.
     """
     import httpx
 
@@ -282,12 +287,12 @@ def started_service(
         "--state-dir",
         str(state_dir),
     ]
-    env = {**os.environ, "FRAUD_PROFILE__STATE_DIR": str(state_dir)}
+    env = {**os.environ, "FRAUD_PROFILE__STATE_DIR": str(state_dir), **(env or {})}
     log_path.parent.mkdir(parents=True, exist_ok=True)
     base = f"http://127.0.0.1:{port}"
     progress(f"starting fraud serve on {base} (log {log_path})")
     with log_path.open("w") as log:
-        proc = subprocess.Popen(
+        proc = subprocess.Popen(  # noqa: S603  (our own fraud serve command, no shell)
             cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
         )
         try:
@@ -403,12 +408,15 @@ def run_delivery_check(
     url: str | None = None,
     budgets: DeliverySettings | None = None,
     progress: Progress = lambda _message: None,
+    alias: str = "champion",
 ) -> DeliveryReport:
     """Run the three checks against the current champion; write, tag and return the report.
 
     ``url`` is a running service's base URL (``http://host:port``); without it the service
-    is started here on the profile's (or ``state_dir``'s) state. Raises
-    :class:`DeliveryError` when there is nothing to check (no champion) or the service
+    is started here on the profile's (or ``state_dir``'s) state. ``alias="challenger"``
+    checks the challenger instead, in a service started here that serves it
+    (``FRAUD_SERVING__ALIAS``) and logs no predictions: it takes no live traffic. Raises
+    :class:`DeliveryError` when there is nothing to check (no such alias) or the service
     cannot be started; a failed check is a report with ``passed`` false, not an error.
     """
     from fraud_detection.config import load_profile
@@ -423,10 +431,15 @@ def run_delivery_check(
     budgets = budgets or load_serving_config().delivery
     tracking.setup_mlflow(profile)
     name = profile.mlflow.model_name
-    current = tracking.champion(name)
+    if url and alias != "champion":
+        raise DeliveryError(
+            f"a running service serves the champion: the {alias} is checked in a service "
+            "started here (leave out --url)"
+        )
+    current = tracking.by_alias(name, alias)
     if current is None:
         raise DeliveryError(
-            f"no champion of {name!r} to check: run `fraud ct run` (or `make ct`) first"
+            f"no {alias} of {name!r} to check: run `fraud ct run` (or `make ct`) first"
         )
     version = str(current.version)
     headers = _headers(profile)
@@ -445,7 +458,15 @@ def run_delivery_check(
     service: contextlib.AbstractContextManager[str] = (
         contextlib.nullcontext(url.rstrip("/"))
         if url
-        else started_service(state, log_path, budgets.startup_timeout_s, progress)
+        else started_service(
+            state,
+            log_path,
+            budgets.startup_timeout_s,
+            progress,
+            env={}
+            if alias == "champion"
+            else {"FRAUD_SERVING__ALIAS": alias, "FRAUD_SERVING__PREDICTION_LOG__ENABLED": "false"},
+        )
     )
     if not url:
         report.service_log = str(log_path)

@@ -8,7 +8,7 @@ value can be overridden from the environment as ``FRAUD_SERVING__<KEY>[__<SUBKEY
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
@@ -44,6 +44,15 @@ class DeliverySettings(_Section):
     startup_timeout_s: float = Field(120.0, gt=0)
 
 
+class ReleaseSettings(_Section):
+    """How a version that passed the model gate reaches serving (``serving.release``)."""
+
+    # true: CT leaves it the `challenger`; `fraud model release` runs the delivery checks
+    # on it in a service of its own and promotes it only if they pass. false: CT promotes
+    # it at once (the delivery checks come after, `fraud delivery-check`).
+    staged: bool = False
+
+
 class ServingConfig(_FileSettings):
     """``configs/serving.yaml``."""
 
@@ -58,8 +67,12 @@ class ServingConfig(_FileSettings):
     # A transaction's timestamp must lie within this window around the service's clock.
     timestamp_max_future_s: float = Field(86_400.0, ge=0)
     timestamp_max_age_days: float = Field(3_650.0, gt=0)
+    # The registry alias the service serves and follows: `challenger` only for a service
+    # that takes no live traffic (the delivery check of a challenger starts one).
+    alias: Literal["champion", "challenger"] = "champion"
     prediction_log: PredictionLogSettings = PredictionLogSettings()
     delivery: DeliverySettings = DeliverySettings()
+    release: ReleaseSettings = ReleaseSettings()
 
 
 def load_serving_config(

@@ -478,13 +478,15 @@ class RunRecord:
         return self
 
 
-def append_record(paths: StatePaths, record: RunRecord) -> Path:
+def append_record(paths: StatePaths, record: RunRecord | Mapping[str, Any]) -> Path:
     """Append one run's record as one JSON line, in a single ``write`` on an ``O_APPEND``
     descriptor (concurrent runs never interleave their lines). After a torn last line (a
-    process killed while appending), the record starts on a line of its own."""
+    process killed while appending), the record starts on a line of its own. A mapping is
+    a record of another kind (its ``kind``: ``rollback``, written by ``fraud model``)."""
     path = paths.root / "ct" / "runs.jsonl"
     path.parent.mkdir(parents=True, exist_ok=True)
-    line = (json.dumps(asdict(record)) + "\n").encode()
+    data = dict(record) if isinstance(record, Mapping) else asdict(record)
+    line = (json.dumps(data) + "\n").encode()
     fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
     try:
         size = os.fstat(fd).st_size
@@ -498,7 +500,8 @@ def append_record(paths: StatePaths, record: RunRecord) -> Path:
 
 def read_records(paths: StatePaths) -> list[RunRecord]:
     """Every complete run record, in order. A line that is not one (torn by a crash while
-    it was appended, or edited by hand) is skipped and reported, never fatal."""
+    it was appended, or edited by hand) is skipped and reported, never fatal; a record of
+    another ``kind`` (a rollback) is not a CT run and is left out."""
     path = paths.root / "ct" / "runs.jsonl"
     if not path.exists():
         return []
@@ -507,7 +510,10 @@ def read_records(paths: StatePaths) -> list[RunRecord]:
         if not line.strip():
             continue
         try:
-            records.append(RunRecord(**json.loads(line)))
+            data = json.loads(line)
+            if isinstance(data, dict) and data.get("kind", "ct_run") != "ct_run":
+                continue
+            records.append(RunRecord(**data))
         except (ValueError, TypeError) as exc:
             logging.getLogger(__name__).warning(
                 "%s line %d is not a complete run record (%s: a run killed while writing "
