@@ -44,6 +44,16 @@ class DeliverySettings(_Section):
     startup_timeout_s: float = Field(120.0, gt=0)
 
 
+class ShadowSettings(_Section):
+    """When a challenger scored in shadow beside the champion may replace it
+    (``serving.release.shadow``; judged by ``fraud_detection.release.shadow.judge``)."""
+
+    min_requests: int = Field(1_000, ge=1)  # the window: requests scored by both
+    min_agreement: float = Field(0.99, ge=0, le=1)  # same decision at each one's threshold
+    max_error_rate: float = Field(0.0, ge=0, le=1)  # shadow scores that failed (NaN)
+    max_p99_ms: float = Field(5.0, gt=0)  # the challenger's own scoring time, p99
+
+
 class ReleaseSettings(_Section):
     """How a version that passed the model gate reaches serving (``serving.release``)."""
 
@@ -51,6 +61,7 @@ class ReleaseSettings(_Section):
     # on it in a service of its own and promotes it only if they pass. false: CT promotes
     # it at once (the delivery checks come after, `fraud delivery-check`).
     staged: bool = False
+    shadow: ShadowSettings = ShadowSettings()
 
 
 class ServingConfig(_FileSettings):
