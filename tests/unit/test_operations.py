@@ -178,37 +178,69 @@ def test_audit_table_filters_by_kind_and_day(state: StatePaths) -> None:
 
 
 def test_audit_reads_rollbacks_from_the_ledger_and_the_registry_tags() -> None:
-    # A rollback record (fraud model rollback) and a version tagged without such a record
+    # Given a rollback to v1 recorded by `fraud model rollback` (its ledger line and the
+    # tags of both versions), and a rollback to v3 known from the tags alone
     ledger = [
         {
             "kind": "rollback",
-            "started_at": _at(1),
-            "champion_version": "1",
-            "rolled_back_from": "2",
+            "model": "fraud-detector",
+            "to_version": "1",
+            "from_version": "2",
             "reason": "p99 latency doubled",
-            "actor": "ana@ops-1",
+            "by": "ana@ops-1",
+            "at": _at(1),
+            "code_version": COMMIT_A,
+            "champion_version": "1",
+            "outcome": "rolled back",
         },
     ]
     versions = [
+        {
+            "version": "1",
+            "run_id": "r1",
+            "tags": {
+                "promoted_at": _at(30),
+                "superseded_by": "2",
+                "rolled_back_from": "2",
+                "rolled_back_at": _at(1),
+            },
+        },
+        {
+            "version": "2",
+            "run_id": "r2",
+            "tags": {"promoted_at": _at(20), "superseded_by": "1", "rolled_back_to": "1"},
+        },
         {
             "version": "3",
             "run_id": "r3",
             "tags": {
                 "rolled_back_from": "4",
                 "rollback_reason": "bad slice",
+                "rolled_back_by": "bo@ops-2",
                 "rolled_back_at": _at(0.5),
             },
         },
     ]
     events = audit.build(ledger=ledger, versions=versions)
-    assert [e.what for e in events] == [
+    rollbacks = [e for e in events if e.kind == "rollback"]
+    assert [e.what for e in rollbacks] == [
         "v3 champion again (rolled back from v4)",
         "v1 champion again (rolled back from v2)",
     ]
-    assert events[1].who == "ana@ops-1"
-    assert events[1].why == "p99 latency doubled"
-    assert events[0].why == "bad slice"
-    assert events[0].run == "r3"
+    assert rollbacks[1].who == "ana@ops-1"
+    assert rollbacks[1].why == "p99 latency doubled"
+    assert rollbacks[1].run == "r1"
+    assert rollbacks[1].commit == COMMIT_A[:12]
+    assert rollbacks[0].who == "bo@ops-2"
+    assert rollbacks[0].why == "bad slice"
+    # The promotions keep what they replaced: v2 replaced v1, not the other way round
+    promotions = {e.what for e in events if e.kind == "promotion"}
+    assert promotions == {"v2 became champion (was v1)", "v1 became champion (was none)"}
+    # And the champion's age counts from the rollback that made it champion again
+    versions[0]["aliases"] = ["champion"]
+    figures = health.measure(ledger=ledger, versions=versions)
+    assert figures.champion_age_days == pytest.approx(1 / 24, abs=0.05)
+    assert figures.ct_runs == 0  # a rollback is not a CT run
 
 
 def test_health_report_figures_match_the_records(

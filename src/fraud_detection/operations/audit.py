@@ -33,6 +33,7 @@ NOT_RECORDED = "not recorded"
 ROLLED_BACK_FROM = "rolled_back_from"
 ROLLBACK_REASON = "rollback_reason"
 ROLLED_BACK_AT = "rolled_back_at"
+ROLLED_BACK_BY = "rolled_back_by"  # user@host
 _WHY_SHOWN = 3  # failed expectations shown per gate decision (the record has them all)
 
 
@@ -258,10 +259,13 @@ def promotion_events(
         for r in _ct_runs(ledger)
         if r.get("outcome") == "promoted"
     }
+    # The champion each version replaced: a version superseded by a rollback (tagged
+    # rolled_back_to) was not replaced by a promotion.
     previous = {
-        str(v["tags"]["superseded_by"]): str(v["version"])
+        str(tags["superseded_by"]): str(v["version"])
         for v in versions
-        if (v.get("tags") or {}).get("superseded_by")
+        if (tags := v.get("tags") or {}).get("superseded_by")
+        and tags.get("rolled_back_to") != tags["superseded_by"]
     }
     events = []
     seen = set()
@@ -318,6 +322,7 @@ def rollback_events(
 ) -> list[AuditEvent]:
     """Rollbacks: the ledger's records of kind ``rollback`` (``fraud model rollback``),
     and version tags ``rolled_back_from``/``rollback_reason`` no such record covers."""
+    run_of = {str(v["version"]): v.get("run_id") for v in versions}
     events = []
     covered = set()
     for record in ledger:
@@ -334,7 +339,7 @@ def rollback_events(
                 what=f"v{to} champion again (rolled back from v{frm or '?'})",
                 who=str(who) if who else f"`fraud model rollback` ({NOT_RECORDED} who)",
                 why=record.get("reason") or "; ".join(record.get("reasons") or []) or NOT_RECORDED,
-                run=record.get("run_id"),
+                run=record.get("run_id") or run_of.get(str(to)),
                 commit=_short(record.get("code_version")),
                 outcome="rolled back",
                 source="ct/runs.jsonl",
@@ -350,7 +355,7 @@ def rollback_events(
                 kind="rollback",
                 at=parse_time(tags.get(ROLLED_BACK_AT) or tags.get("promoted_at")),
                 what=f"v{version} champion again (rolled back from v{tags[ROLLED_BACK_FROM]})",
-                who=_process(tags) or NOT_RECORDED,
+                who=tags.get(ROLLED_BACK_BY) or NOT_RECORDED,
                 why=tags.get(ROLLBACK_REASON) or NOT_RECORDED,
                 run=mv.get("run_id"),
                 commit=_short(tags.get("lineage.git_commit")),

@@ -149,7 +149,10 @@ def measure(
         said.append("no CT run in the ledger yet")
 
     champion = next((v for v in versions if "champion" in (v.get("aliases") or [])), None)
-    promoted_at = parse_time((champion or {}).get("tags", {}).get("promoted_at"))
+    # Champion since its promotion, or since a rollback made it champion again.
+    tags = (champion or {}).get("tags") or {}
+    since = [parse_time(tags.get(key)) for key in ("promoted_at", "rolled_back_at")]
+    promoted_at = max((s for s in since if s is not None), default=None)
     if champion is None:
         said.append("no champion in the registry")
 
