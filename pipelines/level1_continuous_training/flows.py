@@ -8,9 +8,13 @@ The flow reads like the pipeline's diagram; every task is a thin call into
       → model gate → promote (champion) → materialize online features → notify serving
 
 Triggers (Google's five): on demand (``fraud ct run``, the Prefect UI), on a schedule
-(the ``ct-nightly`` deployment's cron), on new data (:func:`new_data_sensor`), on
-performance degradation and on drift (:func:`signal_trigger`, consuming the signals that
-monitoring writes).
+(the ``ct-nightly`` deployment's cron), and from Prefect events through the ``triggers:``
+of prefect.yaml: on new data (``fraud.data.partition-landed``, which ``fraud simulate``
+emits; :func:`new_data_sensor` polls as the fallback for feeds that emit nothing), on
+performance degradation and on drift (``fraud.monitoring.performance`` / ``.drift``, which
+monitoring emits with each signal it writes). A run started by a signal retrains on the
+latest window even when no partition arrived, and marks the signals it answered consumed
+when it ends (:func:`signal_trigger` does the same from the signal files, without a server).
 
 Every flow run records the commit it runs (:func:`record_code_version`): a
 ``commit:<sha>`` tag on the run and a log line, and in the CT run record. A deployed run
@@ -151,12 +155,12 @@ def validate_training_set(ctx: ct.CTContext, path: Any) -> ct.TrainingSet:
 
 
 def _train_key(context: TaskRunContext, parameters: dict[str, Any]) -> str:
-    # Same training data, same config, same training code, same variant: same model. Skip
-    # refitting. The code hash keeps a result cached before a change to the model code
-    # (kept 30 days) from being returned after it, even by a forced retrain.
+    # Same training data, same config, same variant: same model. Skip refitting.
+    from fraud_detection.registry.lineage import config_hash
+
     training: ct.TrainingSet = parameters["training"]
-    settings = lineage.config_hash(parameters["ctx"].train)
-    return f"train-{training.digest}-{settings}-{ct.code_hash()}-{parameters['variant']}"
+    settings = config_hash(parameters["ctx"].train)
+    return f"train-{training.digest}-{settings}-{parameters['variant']}"
 
 
 @task(cache_key_fn=_train_key, persist_result=True, cache_expiration=timedelta(days=30))
@@ -229,19 +233,40 @@ def ct_flow(
     state_dir: str | None = None,
     variant: ct.Variant = "normal",
     force: bool = False,
+    signal_id: str | None = None,
 ) -> dict[str, Any]:
     """One CT run. Returns its record (also appended to ``<state>/ct/runs.jsonl``).
 
     ``variant`` trains a deliberately degraded challenger (``shuffled_labels``,
     ``drop_key_features``) to show the model gate rejecting it; ``force`` retrains even
-    when nothing new arrived since the last training.
+    when nothing new arrived since the last training. ``trigger`` ``drift`` or
+    ``performance`` retrains too (on the latest window) and answers the pending signals:
+    they are marked consumed with the run's outcome when it ends, failed or not;
+    ``signal_id`` (set by the deployment trigger from its event) names the signal that
+    started the run: already answered by an earlier run, this one has nothing to do.
     """
+    from fraud_detection.monitoring import signals
+
     log = get_run_logger()
     started = time.perf_counter()
     commit = record_code_version()
     ctx = ct.context(state_dir)
     now = dt.datetime.now(dt.UTC).isoformat()
     record = ct.RunRecord(trigger=trigger, started_at=now, variant=variant, code_version=commit)
+    answered: list[signals.Signal] = []
+    if trigger in signals.KINDS:
+        answered, done = signals.answering(ctx.paths, signal_id)
+        if done is not None:
+            record.outcome = record.model_gate = f"skipped: {done}"
+            log.info("%s: nothing to do", done)
+            ct.append_record(ctx.paths, record.finish(started))
+            return record.__dict__
+        force = True  # a signal says the model is off: retrain even without new data
+        log.info(
+            "%s trigger: retraining on the latest window; answers signal(s) %s",
+            trigger,
+            ", ".join(s.id for s in answered) or "none recorded in this state folder",
+        )
     try:
         _run(ctx, record, trigger, variant, force, log)
     except DataValidationError as exc:
@@ -255,6 +280,11 @@ def ct_flow(
         record.reasons = [f"{type(exc).__name__}: {exc}".splitlines()[0]]
         ct.append_record(ctx.paths, record.finish(started))
         raise
+    finally:
+        # The run ended with a recorded outcome, failed or not; a run cancelled or killed
+        # records none and leaves its signals pending for the next one.
+        for signal in answered if record.outcome else []:
+            signals.consume(ctx.paths, signal, record.outcome)
     ct.append_record(ctx.paths, record.finish(started))
     log.info("CT run %s in %.1f s: %s", record.outcome, record.seconds, record.model_gate)
     return record.__dict__
@@ -338,7 +368,8 @@ def _run(
 
 @flow(name="new-data-sensor", log_prints=True)
 def new_data_sensor(state_dir: str | None = None) -> dict[str, Any] | None:
-    """Start CT when a new raw partition has landed (deployed on a short interval)."""
+    """Start CT when a new raw partition has landed: the polling fallback (deployed every
+    5 minutes) for a feed that emits no ``fraud.data.partition-landed`` event."""
     record_code_version()
     ctx = ct.context(state_dir)
     pending = ct.pending_partitions(ctx.paths)
@@ -351,7 +382,8 @@ def new_data_sensor(state_dir: str | None = None) -> dict[str, Any] | None:
 
 @flow(name="signal-trigger", log_prints=True)
 def signal_trigger(state_dir: str | None = None) -> dict[str, Any] | None:
-    """Start CT on a monitoring signal: performance degradation or data drift."""
+    """Start CT on the pending signal files (``fraud ct signals``): what the
+    ``ct-on-signal`` deployment's event triggers do, for a state folder without a server."""
     record_code_version()
     from fraud_detection.monitoring import signals
 
@@ -362,10 +394,8 @@ def signal_trigger(state_dir: str | None = None) -> dict[str, Any] | None:
         return None
     first = pending[0]
     print(f"{len(pending)} signal(s); first: {first.kind} — {first.detail}")
-    result = ct_flow(trigger=first.kind, state_dir=state_dir)
-    for signal in pending:
-        signals.consume(ctx.paths, signal, result.get("outcome", ""))
-    return result
+    # The CT run answers every pending signal and marks each consumed when it ends.
+    return ct_flow(trigger=first.kind, state_dir=state_dir, signal_id=first.id)
 
 
 # ------------------------------------------------- batch scoring and monitoring

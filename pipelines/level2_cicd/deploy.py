@@ -7,6 +7,9 @@ deployment of ``prefect.yaml`` with ``prefect deploy --all``, then runs the
 ``ct-on-demand`` deployment and prints its UI link and CT result. ``make stop``
 (``down``) ends exactly the processes ``up`` started, by the process ids it recorded in
 ``<state>/deploy/``.
+Deployments start from a schedule, by hand, or from Prefect events through their
+``triggers:`` (``prefect deploy`` turns each into an automation; see
+:mod:`fraud_detection.events` for what emits what).
 ``make deploy-status`` (``status``) and ``make check-deployments`` (``check``, no server
 needed: what CI runs) inspect; ``make deploy-prefect`` (``remote``) registers the same
 deployments on the Prefect server of ``PREFECT_API_URL`` (what ``cd.yml`` runs).
@@ -560,11 +563,101 @@ def check_pull(config: Mapping[str, Any]) -> list[str]:
     return problems
 
 
+def _templated(value: Any) -> bool:
+    """A parameter an automation renders from its event (``{{ event.payload.id }}``)."""
+    return isinstance(value, str) and "{{" in value
+
+
+def _expected_event_known(pattern: str, known: tuple[str, ...]) -> bool:
+    if pattern.endswith("*"):  # Prefect allows a trailing wildcard
+        return any(event.startswith(pattern[:-1]) for event in known)
+    return pattern in known
+
+
+def check_triggers(name: str, deployment: Mapping[str, Any], flow: Any, function: str) -> list[str]:
+    """Problems of a deployment's ``triggers:`` that ``prefect deploy`` would let through
+    or only report after registering the deployments before it.
+
+    Each trigger validates against Prefect's own deployment-trigger models (a bad
+    ``type``, a negative ``within``, a ``threshold`` that is no number); a key those
+    models do not know is an error (Prefect silently ignores it: a misspelt ``expect``
+    would fire on every event); an event trigger expects an event that something here
+    emits (:data:`fraud_detection.events.EVENTS`); its parameters are the flow's and, once
+    merged over the deployment's, fit it (templated values are rendered from the event
+    when the trigger fires, so only their names are checked).
+    """
+    from prefect.events import DeploymentTriggerTypes
+    from prefect.events.schemas.deployment_triggers import DeploymentEventTrigger
+    from prefect.exceptions import ParameterTypeError
+    from pydantic import TypeAdapter, ValidationError
+
+    from fraud_detection.events import EVENTS
+
+    specs = deployment.get("triggers")
+    if specs is None:
+        return []
+    if not isinstance(specs, list):
+        return [f"{name}: triggers must be a list of triggers, got {type(specs).__name__}"]
+    adapter: TypeAdapter[Any] = TypeAdapter(DeploymentTriggerTypes)
+    known = set(flow.parameters.properties)
+    defaults = {k: v for k, v in (deployment.get("parameters") or {}).items() if k in known}
+    problems: list[str] = []
+    for index, spec in enumerate(specs):
+        where = f"{name}: triggers[{index}]"
+        if not isinstance(spec, dict):
+            problems.append(f"{where}: expected a mapping, got {spec!r}")
+            continue
+        try:
+            trigger = adapter.validate_python(dict(spec))
+        except ValidationError as exc:
+            error = exc.errors()[0]
+            at = ".".join(str(part) for part in error["loc"][1:]) or "trigger"
+            problems.append(f"{where}: invalid trigger: {at}: {error['msg']}")
+            continue
+        unknown = sorted(set(spec) - set(type(trigger).model_fields))
+        if unknown:
+            problems.append(
+                f"{where}: unknown key(s) {', '.join(map(repr, unknown))}: Prefect ignores "
+                "them silently"
+            )
+        if isinstance(trigger, DeploymentEventTrigger):
+            if not trigger.expect:
+                problems.append(f"{where}: expects no event: it would fire on every event")
+            for event in sorted(e for e in trigger.expect if not _expected_event_known(e, EVENTS)):
+                problems.append(
+                    f"{where}: expects event {event!r}, which nothing emits "
+                    f"(emitted: {', '.join(EVENTS)})"
+                )
+        given = dict(trigger.parameters or {})
+        for key in sorted(set(given) - known):
+            problems.append(f"{where}: parameter {key!r} is not a parameter of {function}")
+        literal = {k: v for k, v in given.items() if k in known and not _templated(v)}
+        try:
+            flow.validate_parameters({**defaults, **literal})
+        except ParameterTypeError as exc:
+            problems.append(
+                f"{where}: parameters do not fit {function}: {str(exc).splitlines()[0]}"
+            )
+        problems.extend(_check_trigger_value(where, {**defaults, **literal}))
+    return problems
+
+
+def _check_trigger_value(where: str, parameters: Mapping[str, Any]) -> list[str]:
+    """CT's ``trigger`` parameter names one of Google's triggers (it decides what a run does)."""
+    from fraud_detection.training.ct import TRIGGERS
+
+    value = parameters.get("trigger")
+    if value is None or value in TRIGGERS:
+        return []
+    return [f"{where}: trigger {value!r} is not one of {', '.join(TRIGGERS)}"]
+
+
 def check_prefect_yaml(path: Path, root: Path) -> list[str]:
     """Problems of ``path`` that ``prefect deploy`` or a run would only show later.
 
     Every entrypoint imports and names a Prefect flow, parameters (of the deployment and
     of each schedule) are the flow's and valid for it, every schedule parses, every
+    trigger is valid and expects an event something emits (:func:`check_triggers`), every
     deployment names a work pool, and runs pull a pinned commit (:func:`check_pull`).
     """
     from prefect.exceptions import MissingFlowError, ParameterTypeError
@@ -623,6 +716,7 @@ def check_prefect_yaml(path: Path, root: Path) -> list[str]:
                 problems.append(f"{where}: invalid schedule {dict(spec)}: {why}")
             for key in sorted(set(spec.get("parameters") or {}) - known):
                 problems.append(f"{where}: parameter {key!r} is not a parameter of {function}")
+        problems.extend(check_triggers(name, deployment, flow, function))
         missing = set(flow.parameters.required or []) - set(given)
         for key in sorted(missing):
             problems.append(f"{name}: {function} needs parameter {key!r}; the deployment omits it")
@@ -630,6 +724,7 @@ def check_prefect_yaml(path: Path, root: Path) -> list[str]:
             flow.validate_parameters({k: v for k, v in given.items() if k in known})
         except ParameterTypeError as exc:
             problems.append(f"{name}: parameters do not fit {function}: {str(exc).splitlines()[0]}")
+        problems.extend(_check_trigger_value(name, given))
     return problems
 
 
@@ -710,9 +805,16 @@ def deploy_all(env: Mapping[str, str], target: Target, prefect_file: Path, log: 
             f"`prefect deploy --all` did not register {', '.join(missing)}: see {_shown(log)}"
         )
     for spec in config["deployments"]:
-        schedules = ", ".join(_describe_schedule(s) for s in spec.get("schedules") or [])
-        typer.echo(f"  {spec['name']:<18} {schedules or 'no schedule: on demand'}")
+        starts = [_describe_schedule(s) for s in spec.get("schedules") or []]
+        starts += [_describe_trigger(t) for t in spec.get("triggers") or []]
+        typer.echo(f"  {spec['name']:<18} {', '.join(starts) or 'no schedule: on demand'}")
     return wanted
+
+
+def _describe_trigger(spec: Mapping[str, Any]) -> str:
+    events = ", ".join(sorted(spec.get("expect") or [])) or "any event"
+    within = spec.get("within")
+    return f"on event {events}" + (f" (at most one run per {within} s)" if within else "")
 
 
 def _workers(target: Target) -> list[Any]:
@@ -1132,7 +1234,8 @@ def status(prefect_file: PrefectFile = Path("prefect.yaml")) -> None:
 
 @app.command()
 def check(prefect_file: PrefectFile = Path("prefect.yaml")) -> None:
-    """Validate prefect.yaml without a server: entrypoints, parameters, schedules, pull."""
+    """Validate prefect.yaml without a server: entrypoints, parameters, schedules,
+    triggers, pull."""
     root = _root()
     path = (root / prefect_file).resolve()
     config = load_prefect_yaml(path)
@@ -1143,7 +1246,7 @@ def check(prefect_file: PrefectFile = Path("prefect.yaml")) -> None:
         raise DeployError(f"{len(problems)} problem(s) in {_shown(path)} (listed above)")
     typer.echo(
         f"{_shown(path)}: {len(config['deployments'])} deployments OK (entrypoints are flows, "
-        "parameters fit, schedules parse, runs clone a pinned commit)"
+        "parameters fit, schedules and triggers parse, runs clone a pinned commit)"
     )
 
 

@@ -164,6 +164,15 @@ def simulate(
     _echo(f"  transactions: {paths.raw}/date=*/transactions.parquet")
     _echo(f"  labels:       {paths.labels}/arrival_date=*/labels.parquet")
     _echo(f"  cards, merchants: {paths.reference}")
+    # Data arrival as a Prefect event (the ct-on-new-data deployment's trigger): only the
+    # partitions the data gate has not judged are new.
+    from fraud_detection import events
+
+    if events.enabled():
+        from fraud_detection.training.ct import pending_partitions
+
+        sent = events.partitions_landed(pending_partitions(paths), source="fraud simulate")
+        _echo(f"  announced {sent} new partition(s): {events.PARTITION_LANDED} events")
 
 
 @app.command()

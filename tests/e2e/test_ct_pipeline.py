@@ -10,7 +10,9 @@ the story in order (pytest runs a module's tests in file order) and share its st
    rejected at the model gate; the champion stays;
 4. a partition from a broken feed is rejected at the data gate and never becomes features,
    while the accepted days that only the degraded challengers had seen are trained on;
-5. a drift signal starts a run and is consumed; with none pending nothing happens;
+5. a drift signal starts a run that retrains without a new partition and consumes the
+   signal when it ends; a second run for the same signal (an event storm) does nothing;
+   with none pending nothing happens;
 6. the new-data sensor with nothing new starts nothing;
 7. the run records and ``fraud ct history`` list every run with its trigger.
 """
@@ -351,9 +353,11 @@ def test_4_broken_partition_is_rejected_by_the_data_gate(world: World) -> None:
 # ------------------------------------------------------------- 5. signals
 
 
-def test_5_drift_signal_starts_a_run_once(world: World) -> None:
+def test_5_drift_signal_retrains_without_new_data_once(world: World) -> None:
     world.step("first")
     runs_before = len(world.records())
+    versions_before = _versions(world)
+    last_trained = ct.last_trained_as_of(world.paths)
 
     # No signal pending: nothing happens
     assert world.flows.signal_trigger(state_dir=world.state_dir) is None
@@ -373,24 +377,35 @@ def test_5_drift_signal_starts_a_run_once(world: World) -> None:
     # When: the signal trigger runs
     record = world.flows.signal_trigger(state_dir=world.state_dir)
 
-    # Then: one CT run, triggered by drift, and the signal consumed with its outcome
+    # Then: one CT run, triggered by drift, that retrained on the latest window although
+    # no partition arrived: a new challenger went through the model gate
     assert record is not None
     assert record["trigger"] == "drift"
-    assert record["outcome"], record
+    assert record["data_gate"] == "no new partition"
+    assert record["as_of"] == last_trained
+    assert record["outcome"] in ("promoted", "kept champion"), record
+    assert record["challenger_version"] is not None
+    assert len(_versions(world)) == len(versions_before) + 1
     records = world.records()
     assert len(records) == runs_before + 1
     assert records[-1].trigger == "drift"
+    # ... and the signal was consumed when the run ended, with its outcome
     assert signals.pending(world.paths) == []
     (consumed,) = (world.paths.root / "signals" / "consumed").glob(f"*{signal.id}*.json")
     payload = json.loads(consumed.read_text())
     assert payload["kind"] == "drift"
     assert payload["outcome"] == record["outcome"]
-    # Nothing new since step 4 trained: the drift run has nothing to learn from
-    assert record["outcome"].startswith("skipped"), record
+
+    # A second run started for the same signal (another event of a storm) does nothing
+    again = world.flows.ct_flow(trigger="drift", state_dir=world.state_dir, signal_id=signal.id)
+    done = f"signal {signal.id} already consumed ({payload['outcome']})"
+    assert again["outcome"] == f"skipped: {done}", again
+    assert again["challenger_version"] is None
+    assert len(_versions(world)) == len(versions_before) + 1
 
     # A second call finds nothing pending and does nothing
     assert world.flows.signal_trigger(state_dir=world.state_dir) is None
-    assert len(world.records()) == runs_before + 1
+    assert len(world.records()) == runs_before + 2
 
 
 # ------------------------------------------------------ 6. sensor, nothing new
@@ -420,7 +435,8 @@ def test_7_records_and_history_list_every_run_with_its_trigger(world: World) -> 
         "on_demand",  # 3a. shuffled labels
         "on_demand",  # 3b. key features dropped
         "new_data",  # 4. broken partition
-        "drift",  # 5. signal
+        "drift",  # 5. signal: retrained
+        "drift",  # 5. the same signal again: already consumed
     ]
     assert [r.outcome.split(":")[0] for r in records] == [
         "promoted",
@@ -428,9 +444,11 @@ def test_7_records_and_history_list_every_run_with_its_trigger(world: World) -> 
         "kept champion",
         "kept champion",
         records[4].outcome.split(":")[0],  # 4. trained: promoted or kept champion
+        records[5].outcome.split(":")[0],  # 5. trained: promoted or kept champion
         "skipped",
     ]
     assert records[4].outcome in ("promoted", "kept champion")
+    assert records[5].outcome in ("promoted", "kept champion")
 
     result = CliRunner().invoke(app, ["ct", "history", "--state-dir", world.state_dir])
 

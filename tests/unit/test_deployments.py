@@ -1,4 +1,5 @@
-"""prefect.yaml: every deployment points at a real flow; the triggers are scheduled.
+"""prefect.yaml: every deployment points at a real flow; CT starts on a schedule, by hand
+and from events (deployment triggers).
 
 And ``make check-deployments`` (``deploy check``), which CI runs without a server, names
 each problem of a broken copy of prefect.yaml.
@@ -59,6 +60,47 @@ def test_schedule_and_sensor_triggers_are_scheduled() -> None:
     assert "schedules" not in deployments["ct-on-demand"]
 
 
+def test_new_data_and_signals_start_ct_from_events() -> None:
+    from prefect.events import DeploymentTriggerTypes
+    from prefect.events.schemas.deployment_triggers import DeploymentEventTrigger
+    from pydantic import TypeAdapter
+
+    from fraud_detection import events
+
+    deployments = _deployments()
+    adapter: TypeAdapter[object] = TypeAdapter(DeploymentTriggerTypes)
+
+    def triggers(name: str) -> dict[str, DeploymentEventTrigger]:
+        assert deployments[name]["entrypoint"].endswith(":ct_flow"), name
+        assert "schedules" not in deployments[name], name
+        by_event: dict[str, DeploymentEventTrigger] = {}
+        for spec in deployments[name]["triggers"]:
+            trigger = adapter.validate_python(spec)
+            assert isinstance(trigger, DeploymentEventTrigger), spec
+            by_event |= dict.fromkeys(trigger.expect, trigger)
+        return by_event
+
+    # New data: the partition-landed event starts CT with trigger=new_data
+    landed = triggers("ct-on-new-data")[events.PARTITION_LANDED]
+    assert landed.parameters == {"trigger": "new_data"}
+    # Signals: drift and performance, each with its trigger and the signal that started it
+    on_signal = triggers("ct-on-signal")
+    assert set(on_signal) == {"fraud.monitoring.drift", "fraud.monitoring.performance"}
+    for event, trigger in on_signal.items():
+        assert trigger.parameters == {
+            "trigger": event.rsplit(".", 1)[1],
+            "signal_id": "{{ event.payload.id }}",
+        }
+    # A burst of events starts one run: each trigger fires once per window
+    for trigger in [landed, *on_signal.values()]:
+        assert trigger.posture.value == "Reactive"
+        assert trigger.threshold == 1
+        assert trigger.within.total_seconds() >= 60
+    # The polling sensor stays only as the fallback for a feed that emits no event
+    assert deployments["new-data-sensor"]["schedules"][0]["interval"] >= 300
+    assert "signal-trigger" not in deployments
+
+
 def test_batch_scoring_then_monitoring_run_daily_after_nightly_ct() -> None:
     from prefect.client.schemas.schedules import CronSchedule
 
@@ -103,7 +145,7 @@ def _pinned_pull(config: dict[str, Any]) -> list[dict[str, Any]]:
 
 def test_runs_clone_the_commit_pinned_at_deploy_time(monkeypatch: pytest.MonkeyPatch) -> None:
     # Given what deploy.py exports for a private repository's release
-    sha = "0123456789abcdef0123456789abcdef01234567"
+    sha = "0123456789abcdef0123456789abcdef01234567"  # pragma: allowlist secret
     release = deploy.Release("https://github.com/o/r.git", sha, token_block="fraud-git-token")
     _release_env(monkeypatch, release)
 
@@ -160,7 +202,7 @@ def _broken_copy(tmp_path: Path) -> Path:
     by_name["ct-on-demand"]["entrypoint"] = entry.rsplit(":", 1)[0] + ":no_such_flow"
     by_name["ct-nightly"]["schedules"][0]["cron"] = "61 2 * * *"
     by_name["ct-nightly"]["parameters"] = {"triger": "schedule"}
-    by_name["signal-trigger"]["entrypoint"] = "pipelines/missing.py:signal_trigger"
+    by_name["ct-on-signal"]["entrypoint"] = "pipelines/missing.py:ct_flow"
     del config["pull"]
     path = tmp_path / "prefect.yaml"
     path.write_text(yaml.safe_dump(config, sort_keys=False))
@@ -177,7 +219,7 @@ def test_check_names_each_problem_of_a_broken_prefect_yaml(tmp_path: Path) -> No
     assert "ct-nightly: schedules[0]: invalid schedule" in text
     assert "61 2 * * *" in text
     assert "ct-nightly: parameter 'triger' is not a parameter of ct_flow" in text
-    assert "signal-trigger: entrypoint file pipelines/missing.py does not exist" in text
+    assert "ct-on-signal: entrypoint file pipelines/missing.py does not exist" in text
     assert "pull: expected one prefect.deployments.steps.git_clone step pinned" in text
     # The deployments that are fine are not mentioned.
     assert "new-data-sensor" not in text
@@ -206,6 +248,71 @@ def test_check_rejects_a_bad_interval_and_a_wrong_parameter_type(tmp_path: Path)
 
     assert any(p.startswith("new-data-sensor: schedules[0]") and "-5" in p for p in problems)
     assert any(p.startswith("ct-on-demand: parameters do not fit ct_flow") for p in problems)
+
+
+# ------------------------------------------------------ deploy check: triggers
+
+
+def _with_trigger(tmp_path: Path, **change: Any) -> list[str]:
+    """The problems of prefect.yaml whose first drift trigger has ``change`` applied
+    (a value None removes the key)."""
+    config = _config()
+    (deployment,) = [d for d in config["deployments"] if d["name"] == "ct-on-signal"]
+    trigger = deployment["triggers"][0]
+    for key, value in change.items():
+        if value is None:
+            trigger.pop(key, None)
+        else:
+            trigger[key] = value
+    path = tmp_path / "prefect.yaml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return deploy.check_prefect_yaml(path, ROOT)
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        ({"within": -5}, "ct-on-signal: triggers[0]: invalid trigger: within:"),
+        ({"threshold": "many"}, "ct-on-signal: triggers[0]: invalid trigger: threshold:"),
+        ({"type": "evnt"}, "ct-on-signal: triggers[0]: invalid trigger:"),
+        (
+            {"expect": ["fraud.monitoring.drfit"]},
+            "triggers[0]: expects event 'fraud.monitoring.drfit', which nothing emits",
+        ),
+        # misspelt: Prefect would ignore it and fire on every event
+        (
+            {"expect": None, "expects": ["fraud.monitoring.drift"]},
+            "triggers[0]: unknown key(s) 'expects': Prefect ignores them silently",
+        ),
+        (
+            {"parameters": {"trigger": "drift", "signal": "{{ event.payload.id }}"}},
+            "triggers[0]: parameter 'signal' is not a parameter of ct_flow",
+        ),
+        ({"parameters": {"trigger": "drfit"}}, "triggers[0]: trigger 'drfit' is not one of"),
+        ({"parameters": {"force": "very"}}, "triggers[0]: parameters do not fit ct_flow"),
+    ],
+)
+def test_check_rejects_a_malformed_trigger(
+    tmp_path: Path, change: dict[str, Any], expected: str
+) -> None:
+    problems = _with_trigger(tmp_path, **change)
+
+    assert any(expected in p for p in problems), problems
+
+
+def test_check_accepts_a_wildcard_event_and_the_command_fails_on_a_bad_trigger(
+    tmp_path: Path,
+) -> None:
+    assert _with_trigger(tmp_path, expect=["fraud.monitoring.*"]) == []
+
+    _with_trigger(tmp_path, within=-5)
+    result = CliRunner().invoke(
+        deploy.app, ["check", "--prefect-file", str(tmp_path / "prefect.yaml")]
+    )
+
+    assert isinstance(result.exception, deploy.DeployError)
+    assert "1 problem(s)" in str(result.exception)
+    assert "ct-on-signal: triggers[0]: invalid trigger: within" in result.output
 
 
 # ----------------------------------------------------- the "Late" trap, stop, CD

@@ -363,7 +363,10 @@ def emit_signals(
             continue
         same = [s for s in waiting if s.kind == signal.kind]
         if same:
-            status = f"not emitted: a {signal.kind} signal is already pending ({same[0].id})"
+            # CT has not answered it: announce it again (its event may have fallen in a
+            # trigger's quiet window, or been sent while no server answered).
+            again = "; its event sent again" if signals.announce(same[0]) else ""
+            status = f"not emitted: a {signal.kind} signal is already pending ({same[0].id}){again}"
             out.append(SignalOutcome(signal.kind, signal.detail, status))
             continue
         recent = [

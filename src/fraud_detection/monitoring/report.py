@@ -209,8 +209,9 @@ PSI {{ "%.3f" | format(s.prediction.psi) }}, KS {{ "%.3f" | format(s.prediction.
 {% if not s.signals %}none{% endif %}</p>
 <ul>{% for sig in s.signals %}<li>{{ sig.kind }}: {{ sig.status }}{% if sig.path %}
 (<code>{{ sig.path }}</code>){% endif %} &mdash; {{ sig.detail }}</li>{% endfor %}</ul>
-<p>Emitted signals start continuous training through the <code>signal-trigger</code> flow
-(<code>fraud ct signals</code>).</p>
+<p>Emitted signals start continuous training through their Prefect events (the
+<code>ct-on-signal</code> deployment's triggers), or <code>fraud ct signals</code>
+without a server.</p>
 </div>
 
 <h2>Features</h2>

@@ -1,10 +1,12 @@
 """Signals from monitoring to the level-1 triggers: performance degradation and drift.
 
-Monitoring writes a signal as a small JSON file under ``<state>/signals/pending/``; the
-``signal-trigger`` flow starts a CT run for pending signals and moves each one to
-``<state>/signals/consumed/`` with the run's outcome. Files rather than a message bus keep
-the local profile dependency-free; a signal is written atomically, so a reader never sees
-half of one.
+Monitoring writes a signal as a small JSON file under ``<state>/signals/pending/`` and
+announces it as a Prefect event (``fraud.monitoring.drift`` / ``.performance``,
+:mod:`fraud_detection.events`); the ``ct-on-signal`` deployment's triggers start a CT run
+(``trigger=drift|performance``), which retrains on the latest window and, when it ends,
+moves every signal it answered to ``<state>/signals/consumed/`` with its outcome. The files
+are the offline record (and what ``fraud ct signals`` reads without a server); a signal is
+written atomically, so a reader never sees half of one.
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ def _folder(paths: StatePaths, which: str) -> Path:
 
 
 def emit(paths: StatePaths, signal: Signal) -> Path:
-    """Write ``signal`` as pending; the next ``signal-trigger`` run consumes it."""
+    """Write ``signal`` as pending, then announce it (:func:`announce`)."""
     if signal.kind not in KINDS:
         raise FraudError(f"unknown signal kind {signal.kind!r}: choose from {', '.join(KINDS)}")
     folder = _folder(paths, "pending")
@@ -51,7 +53,16 @@ def emit(paths: StatePaths, signal: Signal) -> Path:
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(asdict(signal), indent=2) + "\n")
     tmp.replace(path)
+    announce(signal)
     return path
+
+
+def announce(signal: Signal) -> bool:
+    """Send the signal's Prefect event (again, for one still pending: its first event may
+    have fallen in a trigger's quiet window); whether a server received it."""
+    from fraud_detection import events
+
+    return events.signal_raised(signal.kind, signal.id, asdict(signal))
 
 
 def pending(paths: StatePaths) -> list[Signal]:
@@ -90,3 +101,18 @@ def consume(paths: StatePaths, signal: Signal, outcome: str) -> Path:
     if source is not None:
         source.unlink()
     return target
+
+
+def answering(paths: StatePaths, signal_id: str | None) -> tuple[list[Signal], str | None]:
+    """The signals a CT run started by a signal answers: every pending one (one retraining
+    answers them all), or, when the signal that started it (``signal_id``) was already
+    answered by an earlier run, none and why the run has nothing to do."""
+    if signal_id and not signal_id.replace("-", "").replace("_", "").isalnum():
+        raise FraudError(f"signal_id {signal_id!r} is not a signal id (letters and digits)")
+    waiting = pending(paths)
+    if signal_id and not any(s.id == signal_id for s in waiting):
+        done = next(_folder(paths, "consumed").glob(f"*{signal_id}.json"), None)
+        if done is not None:
+            outcome = json.loads(done.read_text()).get("outcome", "")
+            return [], f"signal {signal_id} already consumed ({outcome or 'no outcome'})"
+    return waiting, None
