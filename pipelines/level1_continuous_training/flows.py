@@ -155,12 +155,12 @@ def validate_training_set(ctx: ct.CTContext, path: Any) -> ct.TrainingSet:
 
 
 def _train_key(context: TaskRunContext, parameters: dict[str, Any]) -> str:
-    # Same training data, same config, same variant: same model. Skip refitting.
-    from fraud_detection.registry.lineage import config_hash
-
+    # Same training data, same config, same training code, same variant: same model. Skip
+    # refitting. The code hash keeps a result cached before a change to the model code
+    # (kept 30 days) from being returned after it, even by a forced retrain.
     training: ct.TrainingSet = parameters["training"]
-    settings = config_hash(parameters["ctx"].train)
-    return f"train-{training.digest}-{settings}-{parameters['variant']}"
+    settings = lineage.config_hash(parameters["ctx"].train)
+    return f"train-{training.digest}-{settings}-{ct.code_hash()}-{parameters['variant']}"
 
 
 @task(cache_key_fn=_train_key, persist_result=True, cache_expiration=timedelta(days=30))

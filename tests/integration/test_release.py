@@ -178,7 +178,7 @@ def test_rollbacks_that_cannot_be_are_refused_in_one_line(
     world: StatePaths, capsys: pytest.CaptureFixture[str]
 ) -> None:
     tracking.setup_mlflow(ct.context(world.root).profile)
-    before = str(tracking.champion(MODEL).version)  # type: ignore[union-attr]
+    before = str(tracking.champion(MODEL).version)
     # Given a version registered without its lineage
     v1 = tracking.version_info(MODEL, "1")
     bare = str(
@@ -200,7 +200,7 @@ def test_rollbacks_that_cannot_be_are_refused_in_one_line(
         assert len(err.strip().splitlines()) == 1, err
         assert expected in err, err
     # and the champion did not move
-    assert str(tracking.champion(MODEL).version) == before  # type: ignore[union-attr]
+    assert str(tracking.champion(MODEL).version) == before
 
 
 def test_a_challenger_is_champion_only_once_its_delivery_check_passes(
@@ -213,7 +213,7 @@ def test_a_challenger_is_champion_only_once_its_delivery_check_passes(
     champion = _served(server)
     # Given a challenger (registered, not promoted) that has not passed the model gate
     version = train_version(world, seed=4)
-    assert str(tracking.challenger(MODEL).version) == version  # type: ignore[union-attr]
+    assert str(tracking.challenger(MODEL).version) == version
     code, _, err = _fraud(capsys, "model", "release", *state)
     # Then it is not released
     assert code == 2, err
@@ -230,8 +230,8 @@ def test_a_challenger_is_champion_only_once_its_delivery_check_passes(
     assert code == 1, out + err
     assert "min_qps" in out
     assert f"version {version} stays challenger" in err
-    assert str(tracking.champion(MODEL).version) == champion  # type: ignore[union-attr]
-    assert str(tracking.challenger(MODEL).version) == version  # type: ignore[union-attr]
+    assert str(tracking.champion(MODEL).version) == champion
+    assert str(tracking.challenger(MODEL).version) == version
     assert "min_qps" in tracking.version_info(MODEL, version)["tags"]["release.blocked"]
     assert _served(server) == champion
     assert not list((world.root / "serving" / "predictions").rglob("*.parquet")) or all(

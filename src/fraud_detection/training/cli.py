@@ -324,7 +324,11 @@ def train_command(
         figures=ct.figures(model, training, ctx, evals),
         artifacts={"evaluation": evals.challenger.to_dict()},
         input_example=holdout[input_columns(model)].head(5),
-        tags={"kind": "experiment", "training_set": training.path.name},
+        tags={
+            "kind": "experiment",
+            "training_set": training.path.name,
+            ct.CODE_HASH_TAG: ct.code_hash(),
+        },
         run_name=f"experiment-{training.path.stem}",
     )
     e = evals.challenger

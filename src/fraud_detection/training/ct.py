@@ -249,6 +249,41 @@ def features_for(variant: Variant) -> tuple[str, ...]:
     return tuple(MODEL_FEATURES)
 
 
+# The train step's code: this module (fit, features_for) and the package modules it imports
+# to build and fit the model. Their bytes are the code version in the train step's cache key
+# and the run's `code_hash` tag, so a change to the model code is never answered with a
+# model cached before it. errors.py and config.py are left out: exception classes, and
+# where settings are read (the settings themselves are in the key as the config hash). A
+# change to this module outside fit costs one refit; a module missing here would cost a
+# stale model, hence tests/unit/test_train_code.py checks this list against the imports.
+_PACKAGE = Path(__file__).resolve().parents[1]
+TRAIN_CODE: tuple[Path, ...] = tuple(
+    _PACKAGE / name
+    for name in (
+        "training/ct.py",
+        "training/model.py",
+        "training/settings.py",
+        "features/engineering.py",
+    )
+)
+CODE_HASH_TAG = "code_hash"
+
+
+def code_hash(files: Sequence[Path] | None = None) -> str:
+    """The train step's code version: the first 16 hex digits of a sha256 over the bytes
+    of ``files`` (default :data:`TRAIN_CODE`), in order, each prefixed by its length.
+
+    Any edit to the model code changes it, a reformatting included; it is the same in
+    every copy of the same files, with or without git.
+    """
+    digest = hashlib.sha256()
+    for path in TRAIN_CODE if files is None else files:
+        data = Path(path).read_bytes()
+        digest.update(len(data).to_bytes(8, "big"))
+        digest.update(data)
+    return digest.hexdigest()[:16]
+
+
 def fit(ctx: CTContext, training: TrainingSet, variant: Variant = "normal") -> Pipeline:
     """Train on the training part (all but the holdout days) of the training set."""
     from fraud_detection.training.model import shuffled_labels, split_holdout, train
@@ -373,7 +408,12 @@ def log_and_register(
             "champion_evaluation": evals.champion.to_dict() if evals.champion else None,
         },
         input_example=holdout[input_columns(model)].head(5),
-        tags={"trigger": trigger, "variant": variant, "training_set": training.path.name},
+        tags={
+            "trigger": trigger,
+            "variant": variant,
+            "training_set": training.path.name,
+            CODE_HASH_TAG: code_hash(),
+        },
         run_name=f"ct-{training.path.stem.removeprefix('training_set_')}-{trigger}",
     )
     tags = lineage.lineage_tags(
