@@ -6,7 +6,10 @@ In a fresh state folder with a small simulated world and a free port:
    starts a worker and runs ``ct-on-demand`` through it: the run completes and promotes
    version 1, and the output gives the run's UI link;
 2. ``make deploy-status`` shows the deployments and the worker polling;
-3. ``make stop`` ends the recorded processes and frees the port; a second one has
+3. a drift signal raised by monitoring's emitter (its event) starts the ``ct-on-signal``
+   deployment through its trigger; the worker runs CT with ``trigger=drift``, which
+   retrains without a new partition and marks the signal consumed;
+4. ``make stop`` ends the recorded processes and frees the port; a second one has
    nothing to stop.
 
 The processes are stopped in the fixture's finalizer even when a test fails.
@@ -187,6 +190,72 @@ def test_make_deploy_status_shows_the_worker_polling(deployed: Deployed) -> None
     for name in ("ct-nightly", "ct-on-demand", "new-data-sensor", "batch-scoring"):
         assert name in result.stdout
     assert re.search(r"worker fraud-local-worker-\d+: ONLINE", result.stdout), result.stdout
+
+
+DRIFT_SIGNAL = """
+import sys
+from pathlib import Path
+from fraud_detection.config import StatePaths
+from fraud_detection.monitoring import signals
+
+signal = signals.Signal(kind="drift", detail="test", metric="psi", value=0.3, threshold=0.2)
+signals.emit(StatePaths(root=Path(sys.argv[1])), signal)
+print(signal.id)
+"""  # the event is flushed when the process exits
+
+
+def test_a_drift_event_starts_ct_that_retrains_without_new_data(deployed: Deployed) -> None:
+    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterName
+
+    from fraud_detection.config import StatePaths
+    from fraud_detection.monitoring import signals
+    from fraud_detection.training.ct import read_records
+    from pipelines.level2_cicd import deploy
+
+    if deployed.result.returncode != 0:
+        pytest.skip("make deploy failed (see the first test)")
+    started = time.perf_counter()
+    paths = StatePaths(root=deployed.state)
+    runs_before = len(read_records(paths))
+
+    # Given the deployed champion and no new partition, when monitoring raises a drift
+    # signal (its file, then its event to the server)
+    emitted = subprocess.run(
+        [str(ROOT / ".venv" / "bin" / "python"), "-c", DRIFT_SIGNAL, str(deployed.state)],
+        env=deployed.env | {"PREFECT_API_URL": deployed.api},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    signal_id = emitted.stdout.strip()
+
+    # Then the trigger starts ct-on-signal, and the worker runs it to the end
+    target = deploy.Target(api_url=deployed.api)
+    only_signal = DeploymentFilter(name=DeploymentFilterName(any_=["ct-on-signal"]))
+    begin, runs = time.monotonic(), []
+    while not (runs and runs[0].state and runs[0].state.type.value in deploy.FINAL_STATES):
+        assert time.monotonic() - begin < 600, f"ct-on-signal runs: {runs}"
+        time.sleep(2)
+        with deploy._client(target) as client:
+            runs = list(client.read_flow_runs(deployment_filter=only_signal))
+    (run,) = runs
+    assert run.parameters == {"trigger": "drift", "signal_id": signal_id}
+    assert run.state.type.value == "COMPLETED", run.state
+
+    # ... a CT run that retrained on the latest window although no partition arrived
+    records = read_records(paths)
+    assert len(records) == runs_before + 1
+    record = records[-1]
+    assert record.trigger == "drift"
+    assert record.data_gate == "no new partition"
+    assert record.challenger_version == "2", record
+    assert record.outcome in ("promoted", "kept champion"), record
+    # ... and the signal consumed when it ended, with its outcome
+    assert signals.pending(paths) == []
+    (consumed,) = (deployed.state / "signals" / "consumed").glob(f"*{signal_id}.json")
+    assert json.loads(consumed.read_text())["outcome"] == record.outcome
+    print(f"\ndrift event -> CT run through the worker: {time.perf_counter() - started:.0f} s")
 
 
 def test_make_stop_ends_what_make_deploy_started(deployed: Deployed) -> None:
