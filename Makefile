@@ -316,6 +316,85 @@ deps-fresh: $(VENV)/.synced ## Re-resolve uv.lock with the newest allowed releas
 	 { git --no-pager diff --stat -- uv.lock || true; } && \
 	 $(MAKE) --no-print-directory lint typecheck test
 
+# ---- level 2: shift-left security ----
+# Security checks on every pull request (ci.yml job `security`; docs/level2.md, "Shift-left
+# security"). `make security` runs the ones that work offline. pip-audit needs the network
+# and the image smoke test a Docker daemon: where they are missing, each stops with one line
+# (exit 2), like `make image`.
+.PHONY: security lint-security secrets secrets-baseline audit sbom image-smoke
+
+# The SBOM lists uv.lock's runtime packages as exported by uv (a requirements file holds no
+# dependency graph, which cyclonedx-py warns about: that warning is silenced).
+SBOM ?= dist/sbom.cdx.json
+# pip-audit asks OSV (api.osv.dev) about every package in uv.lock; a probe first, so that
+# without the network it says so in seconds instead of timing out package by package.
+AUDIT_SERVICE_URL ?= https://api.osv.dev/v1/query
+AUDIT_TIMEOUT ?= 5
+# Advisories judged not to apply: --ignore-vuln ID, each with a dated comment saying why.
+AUDIT_ARGS ?=
+IMAGE_SMOKE_PORT ?= 18080
+# The key the smoke test starts the container with: a throwaway, not a secret.
+IMAGE_SMOKE_KEY ?= image-smoke-throwaway-key
+# What the secret scan skips: lock files (package hashes: high entropy, not secrets) and the
+# API key's header name (a name, not a key).
+SECRETS_EXCLUDE := --exclude-files '^(uv\.lock|dvc\.lock)$$' --exclude-secrets '^X-API-Key$$'
+
+security: $(VENV)/.synced ## Every offline security check: ruff's S rules, the secret scan, hadolint, the SBOM
+	@$(MAKE) --no-print-directory lint-security secrets lint-docker sbom
+
+lint-security: $(VENV)/.synced ## ruff's flake8-bandit rules (S): shell, subprocess, pickle, SQL, temp files, asserts in src/
+	@$(BIN)/ruff check --select S --quiet . && echo "ruff S (flake8-bandit): clean"
+
+secrets: $(VENV)/.synced ## Secret scan (detect-secrets) of the tracked files against .secrets.baseline; fails on a new or unaudited secret
+	@git ls-files -z | xargs -0 $(BIN)/detect-secrets-hook --baseline .secrets.baseline && \
+	 $(BIN)/python -c "import json, sys; left = sorted({p for p, found in json.load(open(sys.argv[1]))['results'].items() for s in found if s.get('is_secret') is not False}); sys.exit(f'error: {sys.argv[1]} holds findings not audited as false positives, in {left}: remove them, or audit them (.venv/bin/detect-secrets audit {sys.argv[1]})' if left else 0)" .secrets.baseline && \
+	 echo "detect-secrets: no secret in $$(git ls-files | wc -l) tracked files beyond .secrets.baseline (all audited)"
+
+secrets-baseline: $(VENV)/.synced ## Re-scan into .secrets.baseline (audit marks kept); then `.venv/bin/detect-secrets audit .secrets.baseline`
+	@$(BIN)/detect-secrets scan --baseline .secrets.baseline $(SECRETS_EXCLUDE) && \
+	 echo "updated .secrets.baseline: audit new entries with .venv/bin/detect-secrets audit .secrets.baseline"
+
+audit: $(VENV)/.synced ## pip-audit: known vulnerabilities (OSV) of every package in uv.lock; needs the network (one line, exit 2, without)
+	@timeout $$(( 2 * $(AUDIT_TIMEOUT) )) $(BIN)/python -c "import sys, httpx; httpx.head(sys.argv[1], timeout=float(sys.argv[2]))" \
+	   "$(AUDIT_SERVICE_URL)" "$(AUDIT_TIMEOUT)" >/dev/null 2>&1 || \
+	 { echo "error: pip-audit needs the network: $(AUDIT_SERVICE_URL) did not answer within $(AUDIT_TIMEOUT) s (ci.yml runs it on GitHub's runners)" >&2; exit 2; }
+	@reqs=$$(mktemp); trap 'rm -f "$$reqs"' EXIT; \
+	 $(UV) export --frozen --all-groups --no-emit-project --format requirements-txt --quiet --output-file "$$reqs" && \
+	 $(BIN)/pip-audit --requirement "$$reqs" --no-deps --disable-pip --vulnerability-service osv \
+	   --progress-spinner off --strict $(AUDIT_ARGS)
+
+sbom: $(VENV)/.synced ## CycloneDX SBOM of the locked runtime environment (uv.lock without the dev and test groups) into dist/sbom.cdx.json
+	@mkdir -p "$(dir $(SBOM))"; reqs=$$(mktemp); trap 'rm -f "$$reqs"' EXIT; \
+	 $(UV) export --frozen --no-default-groups --no-emit-project --format requirements-txt --quiet --output-file "$$reqs" && \
+	 PYTHONWARNINGS=ignore::UserWarning $(BIN)/cyclonedx-py requirements "$$reqs" --pyproject pyproject.toml --output-reproducible \
+	   --output-format JSON --output-file "$(SBOM)" && \
+	 echo "SBOM: $(SBOM) (CycloneDX, $$(grep -c '^[a-z]' "$$reqs") packages of uv.lock's runtime environment)"
+
+image-smoke: ## Serving image on an empty state: refuses to start without FRAUD_API_KEY; with it, /health 200, /ready 503 "no model loaded", /predict 401 without the key (needs Docker)
+	@command -v docker >/dev/null 2>&1 && docker info >/dev/null 2>&1 || \
+	 { echo "error: no Docker daemon answers (docker info failed): start Docker, or let ci.yml run the image smoke test" >&2; exit 2; }
+	@$(MAKE) --no-print-directory image
+	@name="fraud-image-smoke-$$$$"; base="http://127.0.0.1:$(IMAGE_SMOKE_PORT)"; body=$$(mktemp); \
+	 trap 'docker rm --force --volumes "$$name" "$$name-nokey" >/dev/null 2>&1; rm -f "$$body"' EXIT; \
+	 status=0; timeout 60 docker run --name "$$name-nokey" "$(IMAGE)" >"$$body" 2>&1 || status=$$?; \
+	 if [ $$status = 0 ] || [ $$status = 124 ]; then \
+	   echo "error: the image started without FRAUD_API_KEY (exit $$status): it must refuse" >&2; exit 1; fi; \
+	 echo "image-smoke: without FRAUD_API_KEY it refused to start (exit $$status): $$(tail -n 1 "$$body")"; \
+	 docker run --detach --name "$$name" --env FRAUD_API_KEY="$(IMAGE_SMOKE_KEY)" \
+	   --publish "127.0.0.1:$(IMAGE_SMOKE_PORT):8000" "$(IMAGE)" >/dev/null || exit 1; \
+	 for i in $$(seq 90); do curl --silent --fail --output /dev/null "$$base/health" && break; sleep 1; done; \
+	 code=$$(curl --silent --output "$$body" --write-out '%{http_code}' "$$base/health"); \
+	 [ "$$code" = 200 ] || { echo "error: GET /health answered $$code, not 200" >&2; docker logs "$$name" >&2; exit 1; }; \
+	 code=$$(curl --silent --output "$$body" --write-out '%{http_code}' "$$base/ready"); \
+	 if [ "$$code" != 503 ] || ! grep -q "no model loaded" "$$body"; then \
+	   echo "error: GET /ready on an empty state answered $$code $$(cat "$$body"), not 503 naming no model loaded" >&2; \
+	   docker logs "$$name" >&2; exit 1; fi; \
+	 echo "image-smoke: /health 200; /ready 503 on an empty state: $$(cat "$$body")"; \
+	 code=$$(curl --silent --output "$$body" --write-out '%{http_code}' --request POST \
+	   --header 'content-type: application/json' --data '{}' "$$base/predict"); \
+	 [ "$$code" = 401 ] || { echo "error: POST /predict without the API key answered $$code, not 401" >&2; exit 1; }; \
+	 echo "image-smoke: POST /predict without the API key 401; $(IMAGE) passed"
+
 # ---- level 2: deployments ----
 # The level-1 flows as Prefect deployments (prefect.yaml, docs/deploy.md). Logs and the
 # recorded process ids live in <state>/deploy/; FRAUD_DEPLOY_PORT picks another port than 4200.

@@ -193,7 +193,7 @@ def stack_env(
         "FRAUD_PROFILE__DASK__SCHEDULER_ADDRESS": "",
         "FRAUD_PROFILE__POSTGRES__ADMIN_URL": f"postgresql://{pg}/postgres",
         "FRAUD_PROFILE__POSTGRES__DATABASES": json.dumps(list(db.values())),
-        "FRAUD_API_KEY": "test-key",
+        "FRAUD_API_KEY": "test-key",  # pragma: allowlist secret
         "PREFECT_API_URL": f"http://127.0.0.1:{prefect_port}/api",
     }
 

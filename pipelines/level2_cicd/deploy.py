@@ -79,7 +79,7 @@ class Target:
 
     @property
     def local(self) -> bool:
-        return self.host in ("127.0.0.1", "localhost", "0.0.0.0")
+        return self.host in ("127.0.0.1", "localhost", "0.0.0.0")  # noqa: S104  (compared, not bound)
 
     @property
     def ui_url(self) -> str:
@@ -186,8 +186,8 @@ class Release:
 def _git(root: Path, *args: str) -> str | None:
     """``git -C root <args>``'s output, ``None`` when it fails or git is missing."""
     try:
-        result = subprocess.run(
-            ["git", "--no-optional-locks", "-C", str(root), *args],
+        result = subprocess.run(  # noqa: S603  (git, our own arguments, no shell)
+            ["git", "--no-optional-locks", "-C", str(root), *args],  # noqa: S607  (git on PATH)
             capture_output=True,
             text=True,
             timeout=30,
@@ -325,7 +325,10 @@ def _still_there(entry: Mapping[str, Any]) -> bool:
 def _process_table() -> list[tuple[int, int, int]]:
     """(pid, parent pid, process group) of every live process (``ps``: Linux and macOS)."""
     out = subprocess.run(
-        ["ps", "-eo", "pid=,ppid=,pgid=,stat="], capture_output=True, text=True, check=True
+        ["ps", "-eo", "pid=,ppid=,pgid=,stat="],  # noqa: S607  (ps on PATH, fixed arguments)
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout
     rows = []
     for line in out.splitlines():
@@ -359,7 +362,7 @@ def _spawn(name: str, command: list[str], env: Mapping[str, str], log: Path) -> 
     with log.open("ab") as handle:
         handle.write(f"\n==== {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M:%S} UTC: starting\n".encode())
         handle.flush()
-        process = subprocess.Popen(
+        process = subprocess.Popen(  # noqa: S603  (prefect's CLI, from the venv, no shell)
             command,
             cwd=_root(),
             env=dict(env),
@@ -735,7 +738,7 @@ def _prefect(
     args: list[str], env: Mapping[str, str], log: Path | None = None
 ) -> subprocess.CompletedProcess[str]:
     """Run ``prefect --no-prompt <args>`` from the repository root."""
-    result = subprocess.run(
+    result = subprocess.run(  # noqa: S603  (prefect from the venv, no shell)
         [_bin("prefect"), "--no-prompt", *args],
         cwd=_root(),
         env=dict(env),

@@ -264,7 +264,8 @@ Corruption = Literal[
     "replayed_day",
     "default_ip_location",
 ]
-assert set(typing.get_args(Corruption)) == set(CORRUPTIONS), "Corruption must list CORRUPTIONS"
+if set(typing.get_args(Corruption)) != set(CORRUPTIONS):
+    raise RuntimeError("Corruption must list CORRUPTIONS")
 
 
 class DriftScenario(_Section):

@@ -167,7 +167,7 @@ def _first_line(exc: BaseException) -> str:
 
 
 def _run(command: list[str], env: dict[str, str], what: str, timeout: float = 300) -> None:
-    done = subprocess.run(
+    done = subprocess.run(  # noqa: S603  (the stack's own commands, no shell)
         command, env={**os.environ, **env}, capture_output=True, text=True, timeout=timeout
     )
     if done.returncode != 0:
@@ -368,7 +368,7 @@ def _start(server: Server, profile: Profile) -> int:
     log = _log_file(profile, server.name)
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("ab") as handle:
-        proc = subprocess.Popen(
+        proc = subprocess.Popen(  # noqa: S603  (a server command the stack builds, no shell)
             server.command,
             env={**os.environ, **server.env},
             cwd=project_dir(),

@@ -98,6 +98,7 @@ run = log_run("promoting")
 tags = lineage.lineage_tags(
     git_commit="0123abc", data_hash="3f1e0c1d0e0b6a4e5b2f9d8c7a6b5c4d.dir",
     feature_service="fraud_model_v1", validation_ids=["training-set"],
+    # pragma: allowlist nextline secret
     config_hash="a1b2c3d4e5f60718", training_window=("2026-01-01", "2026-01-09"),
 )
 version = tracking.register(run, ctx.model_name, tags)
@@ -262,7 +263,7 @@ def test_a_promotion_by_a_live_process_is_left_for_it_to_record(state: Path) -> 
         data_hash="3f1e0c1d0e0b6a4e5b2f9d8c7a6b5c4d.dir",
         feature_service="fraud_model_v1",
         validation_ids=["training-set"],
-        config_hash="a1b2c3d4e5f60718",
+        config_hash="a1b2c3d4e5f60718",  # pragma: allowlist secret
         training_window=("2026-01-01", "2026-01-09"),
     )
     version = tracking.register(run, ctx.model_name, tags)

@@ -79,7 +79,12 @@ def test_counts_every_answer_by_status_and_cycles_the_bodies(server: str) -> Non
     bodies = [{"n": 0}, {"n": 1}, {"n": 2}, {"n": 3, "fail": True}]
 
     result = run_loadtest(
-        f"{server}/predict", bodies, concurrency=4, requests=200, duration_s=None, api_key="k3y"
+        f"{server}/predict",
+        bodies,
+        concurrency=4,
+        requests=200,
+        duration_s=None,
+        api_key="k3y",  # pragma: allowlist secret
     )
 
     assert result.requests == 200

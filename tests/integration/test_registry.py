@@ -52,7 +52,7 @@ LINEAGE = lineage.lineage_tags(
     data_hash="3f1e0c1d0e0b6a4e5b2f9d8c7a6b5c4d.dir",
     feature_service="fraud_model_v1",
     validation_ids=["raw-2026-01-01", "training-set"],
-    config_hash="a1b2c3d4e5f60718",
+    config_hash="a1b2c3d4e5f60718",  # pragma: allowlist secret
     training_window=("2026-01-01", "2026-01-10"),
 )
 APPROVED = {"promote": True, "reasons": ["beats the champion"], "checks": {"floor": True}}

@@ -133,8 +133,9 @@ def test_other_variables_in_dotenv_do_not_break_the_profile(
 ) -> None:
     # A .env also holds the profile's selector, secrets and the compose file's passwords
     (tmp_path / ".env").write_text(
+        # pragma: allowlist nextline secret
         "FRAUD_PROFILE=local\nFRAUD_API_KEY=secret\nPOSTGRES_PASSWORD=pw\n"
-        "FRAUD_PROFILE__STATE_DIR=/tmp/from-dotenv\n"
+        "FRAUD_PROFILE__STATE_DIR=/tmp/from-dotenv\n"  # pragma: allowlist secret
     )
     monkeypatch.setenv("FRAUD_PROJECT_DIR", str(Path.cwd()))
     monkeypatch.chdir(tmp_path)

@@ -31,6 +31,7 @@ LEVELS = ("unit", "integration", "e2e")
 # entry). The test must exist and must name the target; test_every_workflow_target_is_exercised
 # checks both, so an entry cannot point at nothing.
 E2E = "tests/e2e/test_ci_targets.py::"
+SECURITY = "tests/e2e/test_security_targets.py::"
 EXERCISED: dict[str, str] = {
     "install": E2E + "test_make_install_is_a_no_op_when_synced",
     "simulate": E2E + "test_level0_manual_workflow_steps_hand_a_model_over",
@@ -50,6 +51,10 @@ EXERCISED: dict[str, str] = {
     "test-services": E2E + "test_test_services_selects_the_services_tests",
     "health-report": "tests/integration/test_operations.py::"
     "test_make_health_report_writes_the_page_and_appends_the_job_summary",
+    "security": SECURITY + "test_security_runs_every_offline_check",
+    "sbom": SECURITY + "test_sbom_lists_the_locked_runtime_packages",
+    "audit": SECURITY + "test_audit_without_the_network_says_so_in_one_line",
+    "image-smoke": SECURITY + "test_image_smoke_without_docker_says_so_in_one_line",
 }
 
 
@@ -99,6 +104,14 @@ def _targets_of(command: str) -> list[str]:
 
 def _workflow_targets() -> set[str]:
     return {t for _, command in _run_lines() for t in _targets_of(command)}
+
+
+def _makefile_recipe(target: str) -> str:
+    """A Makefile target's line and recipe (up to the next blank line)."""
+    text = (ROOT / "Makefile").read_text()
+    match = re.search(rf"^{re.escape(target)}:.*?(?=\n\n|\Z)", text, flags=re.M | re.S)
+    assert match, f"no make target {target}"
+    return match[0]
 
 
 def _makefile_targets() -> set[str]:
@@ -287,8 +300,38 @@ def test_ci_runs_every_check_on_pull_requests_and_cancels_superseded_runs() -> N
         "lint-workflows",
         "lint-docker",
         "test-services",
+        "security",
+        "audit",
+        "image-smoke",
     }
     assert expected <= targets
+
+
+def test_ci_runs_the_security_checks_and_cd_ships_the_sbom() -> None:
+    ci = _workflow("ci.yml")["jobs"]
+    # Shift-left: the offline checks (ruff S, secret scan, hadolint, SBOM), then pip-audit.
+    runs = [s.get("run") for s in ci["security"]["steps"] if "run" in s]
+    assert runs == ["make security", "make audit"]
+    security = _makefile_recipe("security")
+    for part in ("lint-security", "secrets", "lint-docker", "sbom"):
+        assert part in security, f"make security does not run {part}"
+    assert "detect-secrets-hook --baseline .secrets.baseline" in _makefile_recipe("secrets")
+    assert "--select S" in _makefile_recipe("lint-security")
+    assert "pip-audit" in _makefile_recipe("audit")
+    # The serving image is built, started and probed.
+    assert [s.get("run") for s in ci["image"]["steps"] if "run" in s] == ["make image-smoke"]
+    smoke = _makefile_recipe("image-smoke")
+    assert "FRAUD_API_KEY" in smoke
+    assert "/ready" in smoke
+    # The SBOM of the locked environment is uploaded next to the wheel.
+    build = _workflow("cd.yml")["jobs"]["build"]["steps"]
+    assert "make sbom" in [s.get("run") for s in build]
+    uploads = {
+        s["with"]["name"]: s["with"]["path"]
+        for s in build
+        if s.get("uses", "").startswith("actions/upload-artifact@")
+    }
+    assert uploads == {"wheel": "dist/*.whl", "sbom": "dist/sbom.cdx.json"}
 
 
 def test_ci_runs_the_services_tests_against_postgres_and_redis_containers() -> None:
@@ -423,7 +466,14 @@ def test_pre_commit_config_is_valid_and_runs_the_ci_linters_offline() -> None:
     (repo,) = yaml.safe_load(config.read_text())["repos"]
     assert repo["repo"] == "local"
     hooks = {hook["id"]: hook for hook in repo["hooks"]}
-    assert set(hooks) == {"ruff-check", "ruff-format", "mypy", "actionlint", "hadolint"}
+    assert set(hooks) == {
+        "ruff-check",
+        "ruff-format",
+        "mypy",
+        "actionlint",
+        "hadolint",
+        "detect-secrets",
+    }
     for hook in hooks.values():
         assert hook["language"] == "system"
         assert hook["entry"].startswith(".venv/bin/"), hook["id"]

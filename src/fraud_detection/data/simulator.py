@@ -101,7 +101,8 @@ _CATEGORY_TABLE: dict[str, tuple[float, float, float, bool]] = {
     "jewelry": (0.02, 0.1, 4.0, True),
     "gambling": (0.03, 0.6, 1.5, True),
 }
-assert tuple(_CATEGORY_TABLE) == MERCHANT_CATEGORIES
+if tuple(_CATEGORY_TABLE) != MERCHANT_CATEGORIES:
+    raise RuntimeError("_CATEGORY_TABLE must list MERCHANT_CATEGORIES, in order")
 _CAT_SHARE = np.array([v[0] for v in _CATEGORY_TABLE.values()])
 _CAT_ONLINE = np.array([v[1] for v in _CATEGORY_TABLE.values()])
 _CAT_AMOUNT = np.array([v[2] for v in _CATEGORY_TABLE.values()])
@@ -811,7 +812,8 @@ _VALUE_DAMAGE: dict[str, Callable[[pd.DataFrame, np.random.Generator, Any], pd.D
     "replayed_day": _replayed_day,
     "default_ip_location": _default_ip_location,
 }
-assert set(_VALUE_DAMAGE) == set(VALUE_CORRUPTIONS)
+if set(_VALUE_DAMAGE) != set(VALUE_CORRUPTIONS):
+    raise RuntimeError("_VALUE_DAMAGE must cover VALUE_CORRUPTIONS")
 
 
 # --------------------------------------------------------------------------- writing

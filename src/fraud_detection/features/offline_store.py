@@ -113,7 +113,7 @@ class _ViewJoin:
         if first is not None and self.ttl:
             where.append(f"{TS} >= {first - self.ttl // _MICROSECOND}")
         return (
-            f"SELECT * FROM (SELECT {', '.join(columns)} FROM {self.source}) "
+            f"SELECT * FROM (SELECT {', '.join(columns)} FROM {self.source}) "  # noqa: S608  (quoted names, our numbers)
             f"WHERE {' AND '.join(where)}"
         )
 
@@ -138,7 +138,7 @@ class _ViewJoin:
                     ) > 1
                 )
                 SELECT {group}, {RID} FROM {rows} ANTI JOIN losers USING ({RID})
-            )"""
+            )"""  # noqa: S608  (our own column names and subqueries)
         rid = f"v.{RID}"
         if self.ttl:  # too old: none (the stock store's `event + ttl >= entity time`)
             rid = f"CASE WHEN v.{TS} + {self.ttl // _MICROSECOND} >= e.{TS} THEN {rid} END"
@@ -147,7 +147,7 @@ class _ViewJoin:
             SELECT e.{ROW}, {rid} AS {RID}
             FROM {entity_keys} AS e ASOF LEFT JOIN {candidates} AS v
             ON {" AND ".join([*on, f"e.{TS} >= v.{TS}"])}
-        """
+        """  # noqa: S608  (quoted identifiers and our own subqueries)
 
 
 def _parquet_sql(feature_view: FeatureView) -> str | None:
@@ -165,8 +165,9 @@ def _plan(
     feature_view: FeatureView, source: str, feature_refs: list[str], full_feature_names: bool
 ) -> _ViewJoin:
     """The join of one view, with Feast's naming (the stock ``read_fv`` in ibis.py)."""
-    assert feature_view.batch_source is not None
     batch = feature_view.batch_source
+    if batch is None:
+        raise ValueError(f"feature view {feature_view.name} has no batch source")
     column = {new: old for old, new in batch.field_mapping.items()}  # Feast name -> source
     prefix = f"{feature_view.projection.name_to_use()}:"
     names = [ref.split(":", 1)[1] for ref in feature_refs if ref.startswith(prefix)]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import subprocess
 import tempfile
 from collections.abc import Mapping, Sequence
@@ -39,9 +40,12 @@ _GIT_TIMEOUT_S = 10
 
 def _git(repo_dir: Path, *args: str) -> subprocess.CompletedProcess[str] | None:
     # --no-optional-locks: `status` must not take index.lock while another git runs.
+    git = shutil.which("git")
+    if git is None:
+        return None
     try:
-        return subprocess.run(
-            ["git", "--no-optional-locks", "-C", str(repo_dir), *args],
+        return subprocess.run(  # noqa: S603  (git by its path, our own arguments, no shell)
+            [git, "--no-optional-locks", "-C", str(repo_dir), *args],
             capture_output=True,
             text=True,
             timeout=_GIT_TIMEOUT_S,

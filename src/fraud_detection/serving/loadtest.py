@@ -243,7 +243,8 @@ async def _client(
                     if writer is None:
                         reader, writer = await asyncio.open_connection(target.host, target.port)
                         sent = clock()
-                    assert reader is not None
+                    if reader is None:  # opened with writer just above
+                        raise RuntimeError("no connection to read from")
                     writer.write(payloads[index % count])
                     status, keep = await _read_response(reader)
             except (OSError, TimeoutError, EOFError, ValueError, asyncio.LimitOverrunError) as exc:
@@ -259,8 +260,8 @@ async def _client(
                 tally.statuses[status] += 1
             index += stride
             if not keep:
-                assert writer is not None
-                writer.close()
+                if writer is not None:
+                    writer.close()
                 reader = writer = None
     finally:
         if writer is not None:

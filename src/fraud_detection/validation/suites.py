@@ -371,9 +371,11 @@ _REQUEST_FLAGS = ("is_night", "is_online")
 
 def training_set_suite() -> dict[str, Any]:
     """The contract of a training frame (features joined point-in-time, plus labels)."""
-    assert set(_REQUEST_RANGES) | set(_REQUEST_FLAGS) == set(REQUEST_FEATURES)
+    if set(_REQUEST_RANGES) | set(_REQUEST_FLAGS) != set(REQUEST_FEATURES):
+        raise RuntimeError("request features without a range or flag rule")
     windowed = (*CARD_FEATURES, "merchant_fraud_rate_30d")
-    assert set(MODEL_FEATURES) == set(windowed) | set(REQUEST_FEATURES)
+    if set(MODEL_FEATURES) != set(windowed) | set(REQUEST_FEATURES):
+        raise RuntimeError("model features the training-set suite does not know")
     return _suite(
         TRAINING_SUITE,
         "A training frame: model features, categorical columns, the label and the keys. "
