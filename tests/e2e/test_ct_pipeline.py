@@ -209,6 +209,7 @@ def test_1_first_run_promotes_version_1_with_lineage_and_evidence(world: World) 
     assert run.data.metrics["pr_auc"] == pytest.approx(record["pr_auc"])
     assert {"roc_auc", "precision", "recall"} <= set(run.data.metrics)
     assert run.data.tags["trigger"] == "on_demand"
+    assert run.data.tags[ct.CODE_HASH_TAG] == ct.code_hash()  # the train step's code version
     figures = {Path(a.path).name for a in client.list_artifacts(info["run_id"], "figures")}
     assert {f"{name}.png" for name in FIGURES} <= figures
     artifacts = {a.path for a in client.list_artifacts(info["run_id"])}
