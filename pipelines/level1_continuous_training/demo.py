@@ -357,6 +357,8 @@ def main(argv: list[str] | None = None) -> int:
                 )
             if service is not None and serving_before is not None:
                 _follow_promotion(service, paths, day, serving_before)
+        if service is not None:
+            _show_rollback(service, state)
 
     print()
     print(records_table(read_records(paths)))
@@ -436,6 +438,27 @@ def _follow_promotion(service: LiveService, paths: StatePaths, day: int, before:
     print(
         f"day {day}: the service switched from v{before} to the new champion v{champion} "
         f"live, within {since:.1f} s of the promotion, without a restart "
+        f"({service.errors} failed requests so far)"
+    )
+
+
+def _show_rollback(service: LiveService, state: Path) -> None:
+    """An operator takes the newest champion back (``fraud model rollback``), live."""
+    from fraud_detection.errors import FraudError
+    from fraud_detection.release.rollback import rollback
+    from fraud_detection.training.ct import context
+
+    before = service.version()
+    try:
+        done = rollback(context(state), reason="demo: the operator takes the newest champion back")
+    except FraudError as exc:  # nothing to go back to (one champion only)
+        print(f"rollback: not shown ({exc})")
+        return
+    taken = service.follow(done.to_version)
+    shown = "did NOT follow within 30 s" if taken is None else f"followed within {taken:.1f} s"
+    print(
+        f"rollback: `fraud model rollback` made v{done.to_version} the champion again (was "
+        f"v{before}), audited on the version and in the run records; the service {shown} "
         f"({service.errors} failed requests so far)"
     )
 

@@ -110,6 +110,17 @@ def test_the_service_scores_every_day_and_follows_every_promotion(demo: Demo) ->
     assert failed[-1] == "0"
 
 
+def test_the_newest_champion_is_rolled_back_live(demo: Demo) -> None:
+    rolled = re.search(
+        r"rollback: `fraud model rollback` made v(\d+) the champion again \(was v(\d+)\).*"
+        r"the service followed within [\d.]+ s \((\d+) failed requests so far\)",
+        demo.output,
+    )
+    assert rolled, demo.output[-3000:]
+    assert int(rolled[1]) < int(rolled[2])
+    assert rolled[3] == "0"
+
+
 def test_it_ends_with_the_runs_table(demo: Demo) -> None:
     assert re.search(r"as of\s+trigger\s+data gate\s+model gate\s+champion", demo.output)
     assert Path(demo.output.split("run records:")[1].split()[0]).exists()
