@@ -33,7 +33,7 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
-from fraud_detection.errors import EXIT_CONFIG, FraudError, PathError
+from fraud_detection.errors import EXIT_CONFIG, EXIT_USAGE, FraudError, PathError
 
 ENV_PREFIX = "FRAUD_"
 
@@ -61,6 +61,22 @@ class ConfigError(FraudError):
     """A configuration file is missing or invalid; the message says which key and file."""
 
     exit_code = EXIT_CONFIG
+
+
+class FlagError(ConfigError):
+    """A command-line flag's value that the config's rules refuse: a usage error."""
+
+    exit_code = EXIT_USAGE
+
+
+def _from_flags(overrides: dict[str, Any], loc: tuple[Any, ...]) -> bool:
+    """Whether the value at ``loc`` (a validation error's location) came from a flag."""
+    node: Any = overrides
+    for part in loc:
+        if not isinstance(node, dict) or part not in node:
+            return False
+        node = node[part]
+    return True
 
 
 class _Section(BaseModel):
@@ -504,6 +520,8 @@ def load_yaml_model(model: type[_M], path: Path, overrides: dict[str, Any] | Non
     except ValidationError as exc:
         problems = "; ".join(_describe(e) for e in exc.errors())  # type: ignore[arg-type]
         where = f"{_shown(path)} with the given flags" if overrides else _shown(path)
+        if overrides and all(_from_flags(overrides, tuple(e["loc"])) for e in exc.errors()):
+            raise FlagError(f"{where}: {problems}") from exc
         raise ConfigError(f"{where}: {problems}") from exc
     finally:
         _YAML_VALUES.reset(token)
