@@ -164,8 +164,13 @@ def simulate(
     _echo(f"  transactions: {paths.raw}/date=*/transactions.parquet")
     _echo(f"  labels:       {paths.labels}/arrival_date=*/labels.parquet")
     _echo(f"  cards, merchants: {paths.reference}")
-    # Data arrival as a Prefect event (the ct-on-new-data deployment's trigger): only the
-    # partitions the data gate has not judged are new.
+    _announce_partitions(paths)
+
+
+def _announce_partitions(paths: Any) -> None:
+    """Data arrival as a Prefect event (the ct-on-new-data deployment's trigger): only the
+    partitions the data gate has not judged are new. A side effect after the files are
+    written: it changes none of them (so it is no DVC dependency of the simulate stage)."""
     from fraud_detection import events
 
     if events.enabled():

@@ -32,6 +32,11 @@ PACKAGE = "fraud_detection"
 NOT_OUTPUT_CHANGING = {
     "src/fraud_detection/errors.py": "exception types and exit codes only",
 }
+# Functions of a command's module whose work happens after the outputs are written and
+# cannot change them: not followed.
+AFTER_THE_OUTPUTS = {
+    "_announce_partitions": "Prefect events announcing the partitions fraud simulate wrote",
+}
 # Config files read by name. The profile says where state lives and which services run;
 # DVC stages always run the local profile, whose outputs do not depend on it.
 CONFIG_LOADERS = {
@@ -178,7 +183,7 @@ def entry_modules(path: Path, function: str) -> tuple[set[str], set[str]]:
         for item in walk_runtime(node):
             if isinstance(item, ast.Name):
                 modules |= imported_as.get(item.id, set())
-                if item.id in top_level:
+                if item.id in top_level and item.id not in AFTER_THE_OUTPUTS:
                     todo.append(item.id)
     return modules, files
 
