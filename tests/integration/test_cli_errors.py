@@ -41,7 +41,10 @@ EXTRA_ARGS = {
     "validate write-suites": ["--check"],
 }
 # Commands that read no config file and no state folder: those inputs cannot break them.
-READS_NO_CONFIG_OR_STATE = {"validate write-suites": "builds the suites from code"}
+READS_NO_CONFIG_OR_STATE = {
+    "validate write-suites": "builds the suites from code",
+    "lab list": "prints the lab catalogue from code",
+}
 OUT_OF_RANGE_IDS = ("99999999999999999999", "-1")
 
 
@@ -50,19 +53,29 @@ class Command:
     words: tuple[str, ...]
     params: dict[str, bool] = field(default_factory=dict)  # name -> required
     options: dict[str, str] = field(default_factory=dict)  # name -> its flag
+    numbers: frozenset[str] = frozenset()  # arguments that take an integer
 
     @property
     def name(self) -> str:
         return " ".join(self.words)
 
     def required_args(self, a_file: Path) -> list[str]:
-        """A placeholder for each required option ("1") or argument (a Parquet file), so
-        that the command reaches the input under test."""
+        """A placeholder for each required option ("1") or argument (an integer argument
+        "1", any other a Parquet file), so that the command reaches the input under test."""
         args: list[str] = []
         for name, required in self.params.items():
-            if required:
-                args += [self.options[name], "1"] if name in self.options else [str(a_file)]
+            if not required:
+                continue
+            if name in self.options:
+                args += [self.options[name], "1"]
+            else:
+                args += ["1"] if name in self.numbers else [str(a_file)]
         return args
+
+
+def _annotation(param: object) -> object:
+    """The Python type a parameter was declared with (typer keeps it on the parameter)."""
+    return getattr(getattr(param, "type_descriptor", None), "annotation", None)
 
 
 def _commands() -> list[Command]:
@@ -80,6 +93,7 @@ def _commands() -> list[Command]:
                 words,
                 {p.name: bool(p.required) for p in params},
                 {p.name: p.opts[0] for p in params if p.opts and p.opts[0].startswith("--")},
+                frozenset(p.name for p in params if _annotation(p) is int),
             )
         )
 
