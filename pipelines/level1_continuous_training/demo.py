@@ -7,8 +7,10 @@ The prediction service runs from the first champion on: every day's transactions
 through its API (and into its prediction log), each promotion is picked up live, and
 once the drifted days' labels have arrived, monitoring compares served traffic with the
 champion's data and its signal starts CT. At the end a table shows every run.
-Everything goes to a fresh state folder (``state/level1-demo`` by default), so the demo
-starts from nothing each time.
+Everything goes to a state folder of its own (``<state folder>/level1-demo`` by default:
+``level1-demo`` inside the profile's ``state_dir``), so the demo starts from nothing each
+time: it empties that folder only if an earlier demo made it (:func:`prepare_state`); a
+folder named with ``--state-dir`` that holds anything else is refused, never deleted.
 
 On a profile whose MLflow, Feast registry or online store are servers shared between
 runs (``FRAUD_PROFILE=production``, after ``make prod-up``), the demo uses names of its
@@ -39,7 +41,6 @@ from fraud_detection.config import (
     StatePaths,
     load_profile,
     load_simulate_config,
-    project_dir,
 )
 
 # The demo world: small enough to retrain in seconds, a 3-day label delay so that
@@ -66,6 +67,40 @@ NOTES = {
     WORLD["scenario"]["broken_feed"]["day"] + 1: " (from a broken feed)",
 }
 BATCH = 500  # transactions per POST /predict/batch when replaying a day
+# Written into the demo's state folder: a folder carrying it was made by the demo, so the
+# next demo may empty it; any other non-empty folder is left alone.
+MARKER = ".level1-demo"
+
+
+class DemoStateError(Exception):
+    """The demo's state folder holds something the demo did not make."""
+
+
+def prepare_state(state: Path) -> str:
+    """Make ``state`` an empty folder for the demo and say what was done, in one line.
+
+    A missing or empty folder is used as it is; a folder an earlier demo made (it holds
+    :data:`MARKER`) is emptied. Any other folder is refused (:class:`DemoStateError`):
+    the demo never deletes what it did not write. The marker is written either way.
+    """
+    if state.exists() and not state.is_dir():
+        raise DemoStateError(f"{state} is a file: name a folder with --state-dir")
+    if state.is_dir() and any(state.iterdir()):
+        if not (state / MARKER).is_file():
+            raise DemoStateError(
+                f"{state} holds files the demo did not make: it is left as it is; name an "
+                "empty or new folder (make demo-level1 DEMO_STATE_DIR=<folder>, or "
+                "--state-dir <folder>)"
+            )
+        shutil.rmtree(state)
+        how = f"emptied {state} (an earlier demo's state)"
+    else:
+        how = f"using {state} (empty)"
+    state.mkdir(parents=True, exist_ok=True)
+    (state / MARKER).write_text("made by pipelines.level1_continuous_training.demo\n")
+    return how
+
+
 # The demo's own names on servers that keep state between runs (MLflow, Feast's registry,
 # Redis): reset at the start, so production's model, runs and features are never touched.
 DEMO_NAMES = {
@@ -270,14 +305,20 @@ def _simulate(paths: StatePaths, days: int) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--state-dir", type=Path, default=project_dir() / "state" / "level1-demo")
+    parser.add_argument(
+        "--state-dir",
+        type=Path,
+        default=None,
+        help="the demo's state folder (default: level1-demo in the profile's state folder); "
+        "emptied only if an earlier demo made it",
+    )
     parser.add_argument("--days", type=int, default=WORLD["days"], help="last day to play")
     parser.add_argument(
         "--no-serving", action="store_true", help="CT only: no prediction service, no monitoring"
     )
     args = parser.parse_args(argv)
-    state = args.state_dir.resolve()
-    # Before anything else loads the profile: the state folder, and on shared servers the
+    state = (args.state_dir or load_profile().state_dir / "level1-demo").resolve()
+    # Before the demo's profile is loaded: its state folder, and on shared servers the
     # demo's own names there (every later load_profile() in this process and its
     # children, the service included, sees them).
     os.environ["FRAUD_PROFILE__STATE_DIR"] = str(state)  # partitions, features, reports
@@ -288,6 +329,11 @@ def main(argv: list[str] | None = None) -> int:
         os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
     profile = load_profile()
     _print_setup(profile, state, shared)
+    try:
+        print(prepare_state(state))
+    except DemoStateError as exc:
+        print(f"error: {exc}")
+        return 2
 
     from fraud_detection import stack
     from fraud_detection.training.cli import prefect_environment
@@ -304,7 +350,6 @@ def main(argv: list[str] | None = None) -> int:
         # warnings filter at import); the filters are put back after the reset.
         with warnings.catch_warnings():
             _reset_shared(profile, paths)
-    shutil.rmtree(state, ignore_errors=True)
     prefect_environment(state)
     from fraud_detection.training.ct import read_records, records_table
     from pipelines.level1_continuous_training import flows
@@ -358,6 +403,7 @@ def main(argv: list[str] | None = None) -> int:
             if service is not None and serving_before is not None:
                 _follow_promotion(service, paths, day, serving_before)
         if service is not None:
+            _show_shadow(service, state, paths, args.days)
             _show_rollback(service, state)
 
     print()
@@ -369,7 +415,7 @@ def main(argv: list[str] | None = None) -> int:
     if tracking.startswith(("http://", "https://")):
         print(f"  MLflow UI:    {tracking}  (model {profile.mlflow.model_name})")
     else:
-        print(f"  MLflow UI:    mlflow ui --backend-store-uri {tracking}")
+        print(f"  MLflow UI:    FRAUD_PROFILE__STATE_DIR={state} make mlflow-ui")
     if api := os.environ.get("PREFECT_API_URL"):
         print(f"  Prefect UI:   {_prefect_ui(api)}  (flow runs)")
     print(f"  Data Docs:    {state / 'gx' / 'data_docs' / 'index.html'}")
@@ -392,7 +438,9 @@ def _start_service(
     api_key = _api_key(profile)
     print("starting the prediction service (fraud serve) on the champion…")
     log = state / "serving" / "demo-service.log"
-    url = cleanup.enter_context(started_service(state, log, 120.0, print))
+    # Staged release on in the service only (CT in this process still promotes at once):
+    # it scores a delivered challenger in shadow, which the demo's last step shows.
+    url = cleanup.enter_context(started_service(state, log, 120.0, print, env={STAGED: "true"}))
     service = LiveService(url, log, api_key)
     cleanup.callback(service.client.close)
     ready = service.client.get("/ready").json()
@@ -440,6 +488,93 @@ def _follow_promotion(service: LiveService, paths: StatePaths, day: int, before:
         f"live, within {since:.1f} s of the promotion, without a restart "
         f"({service.errors} failed requests so far)"
     )
+
+
+STAGED = "FRAUD_SERVING__RELEASE__STAGED"
+SHADOW_REQUESTS = 1_500  # transactions replayed during the shadow period
+
+
+def _show_shadow(service: LiveService, state: Path, paths: StatePaths, day: int) -> None:
+    """A short shadow period, live: CT retrains with the staged release on, so the
+    approved version stays the challenger; ``fraud model release`` delivers it into
+    shadow; the service scores the day's transactions with both models, answering with
+    the champion; ``fraud model shadow-check`` promotes it on their agreement (level 1:
+    no approval)."""
+    from fraud_detection.errors import FraudError
+    from fraud_detection.registry import tracking
+    from fraud_detection.release.challenger import release_challenger
+    from fraud_detection.release.promotion import shadow_check
+    from fraud_detection.serving.settings import load_serving_config
+    from fraud_detection.training.ct import context
+    from pipelines.level1_continuous_training import flows
+
+    before, began = service.version(), time.perf_counter()
+    print(
+        "shadow: a data scientist retrains on the latest data with the staged release on "
+        "(serving.release.staged: true)"
+    )
+    os.environ[STAGED] = "true"
+    try:
+        record = flows.ct_flow(trigger="on_demand", state_dir=str(state), force=True)
+        gate = str(record.get("model_gate", ""))
+        if not gate.startswith("challenger"):
+            print(f"shadow: not shown (the CT run ended {gate!r})")
+            return
+        ctx = context(state)
+        # Short load test: the budgets are the configured ones, the measuring is brief.
+        budgets = load_serving_config().delivery.model_copy(
+            update={"duration_s": 3.0, "warmup_s": 1.0}
+        )
+        released = release_challenger(ctx, budgets=budgets)
+    except FraudError as exc:
+        print(f"shadow: not shown ({exc})")
+        return
+    finally:
+        os.environ.pop(STAGED, None)
+    version = released.version
+    if not released.shadow:
+        print(f"shadow: not shown (fraud model release: {released.reason})")
+        return
+    print(
+        f"shadow: {gate}; `fraud model release` ran the delivery checks on v{version} in a "
+        f"service of its own ({released.report.summary()}); v{version} is now in shadow "
+        f"beside v{before}"
+    )
+    deadline = time.monotonic() + 30
+    while (service.client.get("/ready").json().get("shadow") or {}).get("model_version") != version:
+        if time.monotonic() > deadline:
+            print(f"shadow: the service did NOT load v{version} in shadow within 30 s")
+            return
+        time.sleep(0.2)
+    bodies = _day_requests(paths, day - 1)[:SHADOW_REQUESTS]  # retried: state counted once
+    answered, _ = service.replay(bodies)
+    ready = service.client.get("/ready").json()
+    counters = ready["shadow"]["counters"]
+    print(
+        f"shadow: the service answered {answered:,} transactions with v{service.version()} "
+        f"and scored each with v{version} too, logging both ({counters['failed']} shadow "
+        "failures)"
+    )
+    while (service.client.get("/ready").json()["prediction_log"] or {}).get("pending"):
+        if time.monotonic() > deadline + 30:
+            break
+        time.sleep(0.5)  # the log's writer flushes every few seconds
+    time.sleep(0.5)
+    tracking.setup_mlflow(ctx.profile)
+    try:
+        checked = shadow_check(ctx)
+    except FraudError as exc:
+        print(f"shadow: `fraud model shadow-check` refused: {exc}")
+        return
+    print(f"shadow: `fraud model shadow-check`: {checked.outcome}: {checked.message}")
+    if checked.outcome == "promoted":
+        taken = service.follow(version)
+        shown = "did NOT follow within 30 s" if taken is None else f"followed within {taken:.1f} s"
+        print(
+            f"shadow: the service {shown} to v{version} ({service.errors} failed requests "
+            f"so far); the shadow period took {time.perf_counter() - began:.0f} s, retraining "
+            "and delivery checks included"
+        )
 
 
 def _show_rollback(service: LiveService, state: Path) -> None:

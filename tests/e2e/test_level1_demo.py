@@ -5,7 +5,9 @@ demo plays it day by day in a state folder of its own, then it tells its story: 
 run promotes v1; the shuffled-labels challenger is rejected at the model gate; the broken
 partition is rejected at the data gate, named; monitoring sees the drift and its signal
 starts CT; the service scores every day without a failed request and picks up each
-promotion live. One demo run for the module (it takes minutes), read by every test.
+promotion live; a retrained challenger goes through a shadow period (staged release) and
+becomes champion on its agreement; the newest champion is rolled back live. One demo run
+for the module (it takes minutes), read by every test.
 """
 
 from __future__ import annotations
@@ -108,6 +110,30 @@ def test_the_service_scores_every_day_and_follows_every_promotion(demo: Demo) ->
     failed = re.findall(r"\((\d+) failed requests so far\)", demo.output)
     assert failed
     assert failed[-1] == "0"
+
+
+def test_a_challenger_goes_through_a_shadow_period_then_becomes_champion(demo: Demo) -> None:
+    shadow = "\n".join(line for line in demo.output.splitlines() if line.startswith("shadow:"))
+    # The staged release delivers the retrained challenger into shadow ...
+    entered = re.search(r"v(\d+) is now in shadow beside v(\d+)", shadow)
+    assert entered, shadow or demo.output[-3000:]
+    challenger, champion = entered[1], entered[2]
+    # ... the live service answers with the champion and scores with both, none failing ...
+    scored = re.search(
+        r"the service answered ([\d,]+) transactions with v(\d+) and scored each with "
+        r"v(\d+) too, logging both \((\d+) shadow failures\)",
+        shadow,
+    )
+    assert scored, shadow
+    assert int(scored[1].replace(",", "")) >= 1_000
+    assert (scored[2], scored[3], scored[4]) == (champion, challenger, "0")
+    # ... and the shadow check promotes it on its agreement (level 1: no approval)
+    assert re.search(
+        rf"shadow-check`: promoted: version {challenger} is the champion \(shadow agreement "
+        r"[\d.]+ over [\d,]+ requests",
+        shadow,
+    ), shadow
+    assert re.search(rf"the service followed within [\d.]+ s to v{challenger} \(0 failed", shadow)
 
 
 def test_the_newest_champion_is_rolled_back_live(demo: Demo) -> None:

@@ -436,6 +436,11 @@ def test_infra_check_reports_instead_of_raising(store: Profile, runs: list[Train
     ok, detail = tracking.infra_check(runs[0].model_uri, sample)
     assert ok, detail
     assert "25 rows" in detail
+    assert "a single row scores as in the batch" in detail
+    assert tracking.infra_check(runs[0].model_uri, sample.iloc[:0]) == (
+        False,
+        "no sample rows to score",
+    )
 
     # A missing count (a card's first transaction) passes: integer columns are typed Any.
     sample.loc[0, "txn_count_1h"] = np.nan

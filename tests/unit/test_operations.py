@@ -108,8 +108,19 @@ def _predictions(paths: StatePaths, latencies: list[float]) -> None:
         row[index["event_timestamp"]] = stamp + n
         row[index["latency_ms"]] = latency
         row[index["source"]] = "api"
+        row[index["status"]] = 200
         records.append(tuple(row))
     predlog.write_part(records, paths.root / "serving" / "predictions")
+
+
+def _errors(paths: StatePaths, statuses: list[int]) -> None:
+    """Requests answered ``statuses`` in the service's error log (an hour ago)."""
+    stamp = int(NOW.timestamp() * 1e6) - 3_600_000_000
+    records = [
+        (f"e{n}", stamp, stamp, None, 1, "/predict", status, "store down", "1", 900.0)
+        for n, status in enumerate(statuses)
+    ]
+    predlog.write_part(records, paths.root / "serving" / "errors", predlog.error_schema())
 
 
 @pytest.fixture
@@ -243,11 +254,54 @@ def test_audit_reads_rollbacks_from_the_ledger_and_the_registry_tags() -> None:
     assert figures.ct_runs == 0  # a rollback is not a CT run
 
 
+def test_a_staged_challenger_awaiting_release_is_approved_not_rejected() -> None:
+    # Given a CT run that left an approved version the challenger (a staged release),
+    # one in shadow and one whose shadow verdict blocked it
+    ledger = [
+        {
+            "trigger": "schedule",
+            "started_at": _at(3 - k),
+            "model_gate": f"challenger v{v} (awaiting release)",
+            "challenger_version": v,
+            "champion_version": "1",
+            "outcome": "challenger",
+            "reasons": [],
+            "seconds": 10.0,
+        }
+        for k, v in enumerate(("2", "3", "4"))
+    ]
+    versions = [
+        {"version": "2", "tags": {"gate.promote": "true", "gate.reasons": "better pr_auc"}},
+        {"version": "3", "tags": {"gate.promote": "true", "release.stage": "shadow"}},
+        {
+            "version": "4",
+            "tags": {
+                "gate.promote": "true",
+                "release.stage": "blocked",
+                "release.blocked": "agreement 0.020 below min_agreement 0.99",
+            },
+        },
+    ]
+    events = audit.build(ledger=ledger, versions=versions)
+    gates = {e.what: e for e in events if e.gate == "model"}
+    # Then none reads "rejected": each says where its release is
+    assert set(gates) == {
+        "challenger v2 approved (awaiting delivery: fraud model release)",
+        "challenger v3 approved (in shadow beside the champion)",
+        "challenger v4 approved (release blocked: agreement 0.020 below min_agreement 0.99)",
+    }
+    assert {e.outcome for e in gates.values()} == {"accepted"}
+    assert gates["challenger v2 approved (awaiting delivery: fraud model release)"].why == (
+        "better pr_auc"
+    )
+
+
 def test_health_report_figures_match_the_records(
     state: StatePaths, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     latencies = [float(x) for x in np.random.default_rng(3).gamma(2.0, 4.0, size=500)]
     _predictions(state, latencies)
+    _errors(state, [503] * 5)
     summary = tmp_path / "summary.md"
     summary.write_text("earlier step\n")
     monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(summary))
@@ -285,10 +339,11 @@ def test_health_report_figures_match_the_records(
         "rejections"
     ]
     p99 = round(float(np.percentile(latencies, 99)), 2)
-    assert figures["serving_requests"] == 500
+    # 500 answered and 5 answered 503 (the error log); latency of the answered ones
+    assert figures["serving_requests"] == 505
     assert figures["latency_p99_ms"] == p99
     assert figures["latency_p50_ms"] == round(float(np.percentile(latencies, 50)), 2)
-    assert figures["error_rate"] is None  # the log has no status column: not measured
+    assert figures["error_rate"] == pytest.approx(5 / 505)
     assert [(r["workflow"], r["conclusion"]) for r in figures["ci"]] == [
         ("ci", "success"),
         ("ct", "failure"),

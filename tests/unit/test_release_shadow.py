@@ -71,3 +71,36 @@ def test_a_short_window_failures_and_slow_scoring_each_block_with_their_reason()
     assert "3 of 100 not scored" in text
     assert "above max_p99_ms 5" in text
     assert "min_agreement" not in text  # the scored ones agree
+
+
+def test_a_window_shorter_than_min_duration_is_not_full() -> None:
+    from fraud_detection.release.shadow import window_full
+
+    champion = _scores()
+    timed = SETTINGS.model_copy(update={"min_duration_s": 600})
+    args = {
+        "champion_threshold": 0.3,
+        "shadow_threshold": 0.3,
+        "shadow_ms": np.full(len(champion), 0.2),
+        "settings": timed,
+    }
+    # Given enough requests, but a shadow begun 60 s ago
+    early = judge(champion, champion, window_s=60, **args)
+    # Then the window is not full yet, and says how long it lasted
+    assert not early.promote
+    assert not window_full(early)
+    assert early.reasons == ["shadow window not full: 60 s of min_duration_s 600 s"]
+    # And once the time has passed, it may be promoted
+    assert judge(champion, champion, window_s=601, **args).promote
+
+
+def test_the_canary_share_is_deterministic_per_transaction_and_near_the_share() -> None:
+    from fraud_detection.features.online import transaction_key
+    from fraud_detection.serving.service import canary
+
+    keys = [transaction_key(f"T{i}", 1, 0, 1, 1.0) for i in range(20_000)]
+    picked = [canary(k, 0.1) for k in keys]
+    # About the share, the same answer every time for a transaction, none at share 0
+    assert abs(np.mean(picked) - 0.1) < 0.01
+    assert picked == [canary(k, 0.1) for k in keys]
+    assert not any(canary(k, 0.0) for k in keys)

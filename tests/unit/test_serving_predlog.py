@@ -40,6 +40,8 @@ def _record(i: int) -> tuple[object, ...]:
         None,
         0.5,
         "api",
+        200,
+        *((None,) * 5 if i % 2 else ("shadow", "4", i / 999, 0.4, 0.1)),
         *features,
         "grocery",
         "online",
@@ -133,7 +135,7 @@ def test_rows_kept_after_failed_flushes_are_bounded_dropping_the_oldest(
     real_write = predlog.write_part
     arriving = iter(range(10, 16))
 
-    def failing_write(records: object, folder: Path) -> list[Path]:
+    def failing_write(records: object, folder: Path, schema: object = None) -> list[Path]:
         for _ in range(3):  # served while the write was failing
             log.append(_record(next(arriving)))
         raise OSError(28, "No space left on device")
@@ -156,3 +158,29 @@ def test_rows_kept_after_failed_flushes_are_bounded_dropping_the_oldest(
     assert sorted(_request_ids(tmp_path)) == sorted(f"r{i}" for i in range(6, 16))
     assert final.logged + final.dropped == 16
     assert final.pending == 0
+
+
+def test_old_part_files_without_the_shadow_columns_stay_readable(tmp_path: Path) -> None:
+    import pyarrow as pa
+
+    from fraud_detection.release.promotion import read_window
+    from fraud_detection.serving import predlog
+
+    folder = tmp_path / "serving" / "predictions"
+    # Given a part file written before the status and shadow columns existed ...
+    old_schema = pa.schema([f for f in log_schema() if f.name not in predlog.HEAD_COLUMNS[15:21]])
+    old_rows = [r[:15] + r[21:] for r in (_record(i) for i in range(4))]
+    predlog.write_part(old_rows, folder, old_schema)
+    # ... and one written now, with a challenger in shadow on the even rows
+    predlog.write_part([_record(i) for i in range(4, 10)], folder)
+    # When the log is read as monitoring and the shadow check read it
+    from fraud_detection.config import StatePaths
+    from fraud_detection.monitoring.served import read_predictions
+
+    frame = read_predictions(StatePaths(root=tmp_path))
+    window = read_window(tmp_path, challenger="4", champion="3", since=None)
+    # Then every row is there, and the shadow window holds the new rows scored by both
+    assert len(frame) == 10
+    assert len(window["shadow_scores"]) == 3  # rows 4, 6, 8
+    assert list(window["shadow_scores"]) == [4 / 999, 6 / 999, 8 / 999]
+    assert window["shadow_threshold"] == 0.4

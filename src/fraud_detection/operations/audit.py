@@ -97,6 +97,8 @@ def _ct_actor(record: Mapping[str, Any]) -> str:
     """``CT run (schedule, 2026-01-09 03:00)``: its trigger and when it started (UTC)."""
     start = parse_time(record.get("started_at"))
     when = f"{start:%Y-%m-%d %H:%M}" if start else "?"
+    if record.get("trigger") == "release":  # fraud model release / shadow-check / approve
+        return f"release step (fraud model, {when})"
     return f"CT run ({record.get('trigger') or '?'}, {when})"
 
 
@@ -196,14 +198,18 @@ def model_gate_events(
         judged.add(version)
         mv = by_version.get(version, {})
         tags = mv.get("tags") or {}
-        promoted = record.get("outcome") == "promoted"
+        # A staged release leaves an approved version the challenger (outcome
+        # `challenger`): approved by the gate, awaiting delivery and shadow, not rejected.
+        staged = record.get("outcome") == "challenger" or gate.startswith("challenger")
+        promoted = record.get("outcome") == "promoted" or staged
         why = "; ".join(record.get("reasons") or []) or _promotion_why(tags, record)
         events.append(
             AuditEvent(
                 kind="gate",
                 gate="model",
                 at=_run_end(record),
-                what=f"challenger v{version} {'approved' if promoted else 'rejected'}",
+                what=f"challenger v{version} {'approved' if promoted else 'rejected'}"
+                + (f" ({_release_stage(tags)})" if staged else ""),
                 who=f"model gate in {_ct_actor(record)}",
                 why=why,
                 run=mv.get("run_id"),
@@ -232,6 +238,18 @@ def model_gate_events(
             )
         )
     return events
+
+
+def _release_stage(tags: Mapping[str, str]) -> str:
+    """Where a staged challenger is in its release, from its ``release.stage`` tag."""
+    stage = tags.get("release.stage")
+    return {
+        None: "awaiting delivery: fraud model release",
+        "shadow": "in shadow beside the champion",
+        "awaiting_approval": "passed its shadow window, awaiting approval",
+        "promoted": "released",
+        "blocked": "release blocked: " + (tags.get("release.blocked") or NOT_RECORDED),
+    }.get(stage, f"release stage {stage}")
 
 
 def _promotion_why(tags: Mapping[str, str], record: Mapping[str, Any] | None) -> str:

@@ -6,7 +6,8 @@
 - the registry's model versions with their tags and their runs' tags (MLflow, through
   the profile's tracking URI; a local state folder without a registry yet is skipped,
   not created);
-- the prediction log's head columns, ``<state>/serving/predictions/date=*/part-*.parquet``;
+- the prediction log's head columns, ``<state>/serving/predictions/date=*/part-*.parquet``,
+  and the error log of requests answered 5xx, ``<state>/serving/errors/``;
 - the last CI results: a JSON file in the shape of GitHub's "list workflow runs" answer.
 """
 
@@ -97,19 +98,29 @@ def registry_versions(profile: Profile) -> tuple[list[dict[str, Any]], str | Non
 
 
 def prediction_log(state: Path) -> pd.DataFrame:
-    """The prediction log's head columns that say how serving went (``status`` only if
-    the log has it); an empty frame when nothing was served."""
+    """How serving went: the prediction log's head columns (``status`` only if the log
+    has it), and the error log's requests answered 5xx (``<state>/serving/errors/``, as
+    API rows with their ``status``); an empty frame when nothing was served."""
     import pandas as pd
     import pyarrow.dataset as ds
 
-    folder = state / "serving" / "predictions"
-    files = sorted(folder.glob("date=*/part-*.parquet")) if folder.is_dir() else []
-    if not files:
+    frames = []
+    for folder, source in (("predictions", None), ("errors", "api")):
+        files = sorted((state / "serving" / folder).glob("date=*/part-*.parquet"))
+        if not files:
+            continue
+        # Part files written before a column existed lack it: one file at a time.
+        for file in files:
+            dataset = ds.dataset(str(file), format="parquet")
+            columns = [c for c in PREDICTION_COLUMNS if c in dataset.schema.names]
+            frame = dataset.to_table(columns=columns).to_pandas()
+            if source is not None:
+                frame["source"] = source
+            frames.append(frame)
+    if not frames:
         return pd.DataFrame(columns=["logged_at", "latency_ms", "source"])
-    dataset = ds.dataset([str(f) for f in files], format="parquet")
-    columns = [c for c in PREDICTION_COLUMNS if c in dataset.schema.names]
-    frame: pd.DataFrame = dataset.to_table(columns=columns).to_pandas()
-    return frame
+    combined: pd.DataFrame = pd.concat(frames, ignore_index=True)
+    return combined
 
 
 def ci_results(path: Path | None) -> tuple[list[dict[str, Any]], str | None]:

@@ -13,9 +13,11 @@ Definitions (also printed on the page):
   training set stopped it); success rate = finished / CT runs;
 - a CT run is **good** when it finished and no gate said no (no rejected partition, no
   rejected challenger): what ``fraud ct run --fail-on-gate`` turns green;
-- the serving error rate needs a ``status`` column in the prediction log (HTTP status,
-  5xx = error); a log without one records answered requests only, and the rate is shown
-  as not measured.
+- the serving error rate is the share of API transactions answered 5xx: the prediction
+  log's rows (``status`` 200) and the error log's (``<state>/serving/errors/``, written by
+  the service for every 5xx answer). A log from before the ``status`` column records
+  answered requests only: with no status anywhere the rate is shown as not measured.
+  Latency percentiles are of the answered requests.
 """
 
 from __future__ import annotations
@@ -168,10 +170,14 @@ def measure(
             frame = frame[frame["source"] == "api"]  # batch scores have no latency
         requests = len(frame)
         if requests:
-            p50 = _percentile(frame["latency_ms"], 50)
-            p99 = _percentile(frame["latency_ms"], 99)
+            answered = frame
             if "status" in frame:
-                error_rate = float((frame["status"].astype(float) >= 500).mean())
+                # A row without a status: a log from before the column, answered requests.
+                status = frame["status"].astype(float).fillna(200.0)
+                error_rate = float((status >= 500).mean())
+                answered = frame[status < 500]
+            p50 = _percentile(answered["latency_ms"], 50)
+            p99 = _percentile(answered["latency_ms"], 99)
     if requests == 0:
         said.append(f"no API request in the prediction log over the last {window_days} days")
     elif error_rate is None:

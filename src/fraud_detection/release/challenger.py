@@ -5,10 +5,14 @@ With ``serving.release.staged: true`` a version that passed CT's model gate stay
 (:mod:`fraud_detection.serving.delivery`) on it in the serving path: a ``fraud serve`` of
 its own serves the challenger (``FRAUD_SERVING__ALIAS=challenger``, no prediction log, no
 live traffic), loads it with the service's loader, answers the smoke request and holds
-the load budgets. Passed: the ``champion`` alias moves (the registry's compare-and-set
-promotion) and serving is told. Failed: nothing moves, the version stays challenger,
-tagged ``release.blocked`` with the failed checks. Either way a record goes to CT's run
-ledger (trigger ``release``), so ``fraud ct history`` shows it.
+the load budgets. Passed: the version goes into shadow (tagged ``release.stage=shadow``,
+:mod:`.promotion`): the live service scores every request with it beside the champion
+until ``fraud model shadow-check`` promotes or blocks it; with
+``serving.release.shadow.enabled: false`` (or ``staged: false``, where no service scores
+in shadow) the ``champion`` alias moves at once (the registry's compare-and-set promotion)
+and serving is told. Failed: nothing moves, the version stays challenger, tagged
+``release.blocked`` with the failed checks and ``release.stage=blocked``. Either way a
+record goes to CT's run ledger (trigger ``release``), so ``fraud ct history`` shows it.
 """
 
 from __future__ import annotations
@@ -19,8 +23,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from fraud_detection.registry import tracking
+from fraud_detection.release import promotion
+from fraud_detection.serving.champion import STAGE_TAG
 from fraud_detection.serving.delivery import DeliveryReport, run_delivery_check
-from fraud_detection.serving.settings import DeliverySettings
+from fraud_detection.serving.settings import DeliverySettings, load_serving_config
 from fraud_detection.training import ct
 
 BLOCKED_TAG = "release.blocked"
@@ -31,8 +37,6 @@ def staged() -> bool:
     """Whether a version that passed CT's gate stays the ``challenger`` until
     ``fraud model release`` delivers it (``serving.release.staged``), instead of being
     promoted by the CT run."""
-    from fraud_detection.serving.settings import load_serving_config
-
     return load_serving_config().release.staged
 
 
@@ -45,6 +49,7 @@ class Release:
     champion: str | None
     reason: str
     report: DeliveryReport
+    shadow: bool = False  # delivered and put in shadow (not champion yet)
 
 
 def release_challenger(
@@ -88,12 +93,27 @@ def release_challenger(
         )
     if not report.passed:
         summary = report.summary()
-        tracking.set_version_tags(name, version, {BLOCKED_TAG: summary[:500]})
+        tracking.set_version_tags(name, version, {BLOCKED_TAG: summary[:500], STAGE_TAG: "blocked"})
         record.outcome = "kept champion"
         record.model_gate = f"blocked v{version}: delivery check failed"
         record.reasons = [summary]
         ct.append_record(ctx.paths, record.finish(started))
         return Release(version, False, expected, f"delivery check {summary}", report)
+    config = load_serving_config().release
+    if config.staged and config.shadow.enabled and expected is not None:
+        promotion.enter_shadow(ctx, version)
+        record.outcome = "shadow"
+        record.model_gate = f"shadow v{version}: delivered, scored beside the champion"
+        record.reasons = [f"delivery check {report.summary()}"]
+        ct.append_record(ctx.paths, record.finish(started))
+        return Release(
+            version,
+            False,
+            expected,
+            f"delivery check {report.summary()}; in shadow beside champion version {expected}",
+            report,
+            shadow=True,
+        )
     result = tracking.promote(
         name,
         version,
@@ -106,5 +126,6 @@ def release_challenger(
     record.reasons = [result.reason]
     ct.append_record(ctx.paths, record.finish(started))
     if result.promoted:
+        tracking.set_version_tags(name, version, {STAGE_TAG: promotion.PROMOTED})
         ct.notify_serving(ctx, version, promoted=True)
     return Release(version, result.promoted, result.champion, result.reason, report)

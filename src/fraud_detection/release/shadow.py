@@ -3,7 +3,8 @@
 In shadow the challenger scores the same requests as the champion and is never answered
 with. Over a window of requests it may replace the champion when (``serving.release.shadow``):
 
-- the window is full: at least ``min_requests`` requests scored by both;
+- the window is full: at least ``min_requests`` requests scored by both, over at least
+  ``min_duration_s`` since the shadow began;
 - the two agree: the share of requests with the same decision, each model at its own
   threshold, is at least ``min_agreement`` (a challenger with inverted scores agrees on
   almost none);
@@ -49,8 +50,10 @@ def judge(
     shadow_threshold: float,
     shadow_ms: npt.ArrayLike,
     settings: ShadowSettings,
+    window_s: float | None = None,
 ) -> ShadowVerdict:
-    """The verdict on one window of requests scored by both models (see the module)."""
+    """The verdict on one window of requests scored by both models (see the module).
+    ``window_s``: how long the shadow has lasted (needed when ``min_duration_s`` > 0)."""
     champ = np.asarray(champion_scores, dtype=np.float64)
     shadow = np.asarray(shadow_scores, dtype=np.float64)
     took = np.asarray(shadow_ms, dtype=np.float64)
@@ -59,6 +62,7 @@ def judge(
         raise ValueError("champion_scores, shadow_scores and shadow_ms differ in length")
     if n == 0:
         return ShadowVerdict(False, 0, None, None, None, [_window(0, settings)])
+    short = settings.min_duration_s > 0 and (window_s is None or window_s < settings.min_duration_s)
     failed = ~np.isfinite(shadow)
     error_rate = float(failed.mean())
     scored = ~failed
@@ -74,6 +78,11 @@ def judge(
     reasons = []
     if n < settings.min_requests:
         reasons.append(_window(n, settings))
+    if short:
+        lasted = "an unknown time" if window_s is None else f"{window_s:,.0f} s"
+        reasons.append(
+            f"shadow window not full: {lasted} of min_duration_s {settings.min_duration_s:,.0f} s"
+        )
     if agreement < settings.min_agreement:
         reasons.append(
             f"agreement {agreement:.3f} below min_agreement {settings.min_agreement:g} "
@@ -88,6 +97,11 @@ def judge(
         shown = "unknown" if p99 is None else f"{p99:.2f} ms"
         reasons.append(f"shadow scoring p99 {shown} above max_p99_ms {settings.max_p99_ms:g}")
     return ShadowVerdict(not reasons, n, agreement, error_rate, p99, reasons)
+
+
+def window_full(verdict: ShadowVerdict) -> bool:
+    """Whether the verdict was reached on a full window (else: keep the shadow going)."""
+    return not any(r.startswith("shadow window not full") for r in verdict.reasons)
 
 
 def _window(n: int, settings: ShadowSettings) -> str:

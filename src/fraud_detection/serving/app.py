@@ -18,6 +18,13 @@ Starlette's. So a locked store or a 1,000-row batch never holds up another reque
 ``online.LOCK_WAIT_S``: 503 ``online store busy`` naming the lock, with ``Retry-After``
 (see docs/serving.md for the design and figures).
 
+With ``serving.release.staged`` a second watcher follows the ``challenger`` alias and holds
+the challenger while its staged release has it in shadow (delivered, not yet promoted nor
+blocked); each ``/predict`` is then scored by both (:mod:`.service`) and ``/ready`` shows
+the shadow's counters. A ``/predict`` or ``/predict/batch`` answered 5xx is written to the
+error log (``<state>/serving/errors/``, one row per transaction), so the health report can
+compute the serving error rate.
+
 A body over ``max_body_bytes`` is answered 413 and, when the profile requires it, a
 request without the right ``X-API-Key`` 401, both by a small ASGI middleware before any
 parsing. Probes (``/health``, ``/ready``) and the docs need no key.
@@ -34,7 +41,8 @@ import logging
 import math
 import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,17 +57,26 @@ from starlette.concurrency import run_in_threadpool
 from fraud_detection.config import Profile, Secrets, StatePaths, load_profile, state_paths
 from fraud_detection.errors import FraudError
 from fraud_detection.features.online import OnlineStoreBusy, OnlineStoreError, StoreWouldBlock
-from fraud_detection.serving.champion import ChampionWatcher, ServedModel
+from fraud_detection.serving.champion import ChampionWatcher, ServedModel, in_shadow
 from fraud_detection.serving.docs_ui import OPEN_PATHS as DOCS_PATHS
 from fraud_detection.serving.docs_ui import add_docs
-from fraud_detection.serving.predlog import PredictionLog
+from fraud_detection.serving.predlog import PredictionLog, Record, error_schema
 from fraud_detection.serving.schemas import BatchPrediction, BatchRequest, Prediction, Transaction
 from fraud_detection.serving.service import Predictor
 from fraud_detection.serving.settings import ServingConfig, load_serving_config
 
-__all__ = ["API_KEY_HEADER", "ServingError", "create_app", "predictions_folder"]
+__all__ = [
+    "API_KEY_HEADER",
+    "ServingError",
+    "create_app",
+    "errors_folder",
+    "predictions_folder",
+]
 
 log = logging.getLogger(__name__)
+
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+_ONE_US = dt.timedelta(microseconds=1)
 
 # Worker threads scoring /predict requests: they take turns on the card-state lock, so
 # more would only contend for the GIL; a few let one request wait on the store while
@@ -83,6 +100,11 @@ class ServingError(FraudError):
 def predictions_folder(paths: StatePaths) -> Path:
     """Where the prediction log's part files go."""
     return paths.root / "serving" / "predictions"
+
+
+def errors_folder(paths: StatePaths) -> Path:
+    """Where the requests answered 5xx are logged (one row per transaction)."""
+    return paths.root / "serving" / "errors"
 
 
 def _json(body: Any, status: int = 200) -> Response:
@@ -246,6 +268,8 @@ class _Service:
     prediction_log: PredictionLog | None
     predict_pool: ThreadPoolExecutor
     batch_pool: ThreadPoolExecutor
+    shadow: ChampionWatcher | None = None  # the challenger in shadow (staged release)
+    error_log: PredictionLog | None = None
     predictor: Predictor | None = None
     store_error: str | None = None
     _opening: threading.Lock = field(default_factory=threading.Lock)
@@ -343,10 +367,24 @@ def create_app(
             threshold_override=config.threshold,
             alias=config.alias,
         )
-        prediction_log = None
+        prediction_log = error_log = None
         if config.prediction_log.enabled:
             prediction_log = PredictionLog(predictions_folder(paths), config.prediction_log)
             prediction_log.start()
+            error_log = PredictionLog(errors_folder(paths), config.prediction_log, error_schema())
+            error_log.start()
+        shadow = None
+        if config.alias == "champion" and config.release.staged:
+            # The challenger scored beside the champion while its release has it in shadow.
+            shadow = ChampionWatcher(
+                profile.mlflow.model_name,
+                interval_s=config.reload_interval_s,
+                champion_file=paths.root / "serving" / "champion.json",
+                threshold_override=config.threshold,
+                alias="challenger",
+                admit=in_shadow,
+                drop_when_absent=True,
+            )
         service = _Service(
             config=config,
             profile=profile,
@@ -358,10 +396,14 @@ def create_app(
                 PREDICT_THREADS, "predict", initializer=limit_openmp_threads
             ),
             batch_pool=ThreadPoolExecutor(1, "predict-batch", initializer=limit_openmp_threads),
+            shadow=shadow,
+            error_log=error_log,
         )
         if not service.check_store():
             log.warning("online store not ready: %s", service.store_error)
         watcher.start()
+        if shadow is not None:
+            shadow.start()
         # What is loaded now (libraries, the model, the store) lives as long as the
         # service: keep it out of the collector's full passes, which otherwise walk
         # ~430,000 objects holding the GIL for ~0.3 s, a stall every few large batches.
@@ -376,6 +418,10 @@ def create_app(
             service.predict_pool.shutdown()
             service.batch_pool.shutdown()
             watcher.stop()
+            if shadow is not None:
+                shadow.stop()
+            if error_log is not None:
+                error_log.close()
             if prediction_log is not None:
                 counters = prediction_log.close()
                 log.info(
@@ -445,18 +491,66 @@ def create_app(
         pool = service.batch_pool if batch else service.predict_pool
         return await asyncio.get_running_loop().run_in_executor(pool, call, *args)
 
+    def _beside(service: _Service) -> tuple[ServedModel | None, float]:
+        """The challenger in shadow (read once, like the champion) and its canary share."""
+        shadow = None if service.shadow is None else service.shadow.current
+        return shadow, service.config.release.canary_share
+
+    def _failed(
+        response: Response,
+        transactions: Sequence[Transaction],
+        path: str,
+        started: float,
+        model: ServedModel | None = None,
+    ) -> Response:
+        """``response``; a 5xx one is written to the error log first, a row per transaction."""
+        service = holder.get("service")
+        if response.status_code < 500 or service is None or service.error_log is None:
+            return response
+        try:
+            detail = str(orjson.loads(bytes(response.body)).get("detail"))
+        except (orjson.JSONDecodeError, AttributeError):
+            detail = ""
+        if model is None:
+            model = service.watcher.current
+        logged_at, took = time.time_ns() // 1_000, (time.perf_counter() - started) * 1e3
+        for txn in transactions:
+            record: Record = (
+                uuid.uuid4().hex,
+                logged_at,
+                (txn.timestamp - _EPOCH) // _ONE_US,
+                txn.transaction_id,
+                txn.card_id,
+                path,
+                response.status_code,
+                detail[:500],
+                None if model is None else model.version,
+                took,
+            )
+            service.error_log.append(record)
+        return response
+
+    def _internal_error(exc: Exception) -> Response:
+        log.exception("scoring failed: %s", exc)
+        return _json({"detail": f"internal error: {type(exc).__name__}"}, 500)
+
     def _predict_one(transaction: Transaction, started: float, arrived: float) -> Response:
         serving = _serving()
         if isinstance(serving, Response):
-            return serving
+            return _failed(serving, [transaction], "/predict", started)
         service, predictor, model = serving  # read once: a reload never changes it mid-request
+        shadow, share = _beside(service)
         # The lock wait counts from the request's arrival: a request that queued for a
         # thread behind others stuck on a held lock gives up at once, not a wait later.
         deadline = arrived + predictor.online.lock_wait_s
         try:
-            body = predictor.predict(model, transaction, started, deadline)
+            body = predictor.predict(
+                model, transaction, started, deadline, shadow=shadow, canary_share=share
+            )
         except OnlineStoreError as exc:
-            return _store_down(service, exc)
+            return _failed(_store_down(service, exc), [transaction], "/predict", started, model)
+        except Exception as exc:
+            return _failed(_internal_error(exc), [transaction], "/predict", started, model)
         return _json(body)
 
     @app.post(
@@ -488,12 +582,17 @@ def create_app(
         predictor, model = service.predictor, service.watcher.current
         if predictor is None or model is None or predictor.online.replaced():
             return None
+        shadow, share = _beside(service)
         try:
-            body = predictor.predict(model, transaction, started, nowait=True)
+            body = predictor.predict(
+                model, transaction, started, nowait=True, shadow=shadow, canary_share=share
+            )
         except StoreWouldBlock:
             return None
         except OnlineStoreError as exc:
-            return _store_down(service, exc)
+            return _failed(_store_down(service, exc), [transaction], "/predict", started, model)
+        except Exception as exc:
+            return _failed(_internal_error(exc), [transaction], "/predict", started, model)
         return _json(body)
 
     @app.post(
@@ -519,8 +618,9 @@ def create_app(
             return _json({"detail": late[:20]}, 422)
         serving = _serving()
         if isinstance(serving, Response):
-            return serving
+            return _failed(serving, batch.transactions, "/predict/batch", started)
         service, predictor, model = serving
+        shadow, share = _beside(service)
         limit = service.config.max_batch_rows
         if len(batch.transactions) > limit:
             return _json(
@@ -536,10 +636,13 @@ def create_app(
                 },
                 422,
             )
+        txns, path = batch.transactions, "/predict/batch"
         try:  # batches take turns (a pool of one); the lock wait counts from this turn
-            bodies = predictor.predict_many(model, batch.transactions, started)
+            bodies = predictor.predict_many(model, txns, started, shadow=shadow, canary_share=share)
         except OnlineStoreError as exc:
-            return _store_down(service, exc)
+            return _failed(_store_down(service, exc), txns, path, started, model)
+        except Exception as exc:
+            return _failed(_internal_error(exc), txns, path, started, model)
         return _json({"model_version": model.version, "predictions": bodies})
 
     @app.get("/health", summary="Liveness: the process is up")
@@ -584,8 +687,26 @@ def create_app(
             "prediction_log": None
             if service.prediction_log is None
             else service.prediction_log.counters().to_dict(),
+            "error_log": None
+            if service.error_log is None
+            else service.error_log.counters().to_dict(),
+            "shadow": _shadow_report(service),
         }
         return _json(body, 200 if is_ready else 503)
+
+    def _shadow_report(service: _Service) -> dict[str, Any] | None:
+        """The challenger in shadow: which version, the canary share, how scoring went."""
+        if service.shadow is None:
+            return None
+        current = service.shadow.current
+        return {
+            "model_version": None if current is None else current.version,
+            "threshold": None if current is None else current.threshold,
+            "canary_share": service.config.release.canary_share,
+            "challenger_alias": service.shadow.champion_version,
+            "last_reload": service.shadow.status.to_dict(),
+            "counters": None if service.predictor is None else service.predictor.shadow.to_dict(),
+        }
 
     @app.get(
         "/metadata",

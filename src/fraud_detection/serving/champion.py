@@ -13,6 +13,12 @@ reference once, so in-flight requests finish on the model they started with. A v
 that fails to load is not swapped in: the old one keeps serving, ``/ready`` names the
 failure and a WARNING is logged (the failed version is retried every
 ``FAILED_RETRY_S`` while the alias stays on it).
+
+The same watcher, following the ``challenger`` alias with ``admit=in_shadow`` and
+``drop_when_absent=True``, holds the challenger a staged release scores in shadow: only a
+version whose ``release.stage`` tag says it was delivered and is in shadow
+(:data:`SHADOW_STAGES`) is loaded, and it is dropped as soon as the alias leaves it or
+its stage ends (promoted, blocked).
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ import logging
 import tempfile
 import threading
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,7 +40,15 @@ from fraud_detection.errors import FraudError
 from fraud_detection.features.engineering import MODEL_FEATURES
 from fraud_detection.serving.scorer import PipelineScorer, Scorer, scorer_for
 
-__all__ = ["ChampionWatcher", "ModelLoadError", "ServedModel", "load_version"]
+__all__ = [
+    "SHADOW_STAGES",
+    "STAGE_TAG",
+    "ChampionWatcher",
+    "ModelLoadError",
+    "ServedModel",
+    "in_shadow",
+    "load_version",
+]
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +56,17 @@ FAILED_RETRY_S = 30.0
 # How closely the scorer must match the pipeline on the input example.
 SCORER_TOLERANCE = 1e-9
 _TICK_S = 0.25  # how often champion.json is looked at
+
+# Where a challenger is in its staged release (a model-version tag written by
+# ``fraud model release`` / ``shadow-check`` / ``approve``); the service scores it beside
+# the champion only in these stages (delivered, not yet promoted nor blocked).
+STAGE_TAG = "release.stage"
+SHADOW_STAGES = ("shadow", "awaiting_approval")
+
+
+def in_shadow(tags: Mapping[str, str]) -> bool:
+    """Whether a version's tags say it is to be scored in shadow (:data:`SHADOW_STAGES`)."""
+    return tags.get(STAGE_TAG) in SHADOW_STAGES
 
 
 class ModelLoadError(FraudError):
@@ -203,9 +229,16 @@ class ChampionWatcher:
         champion_file: Path | None = None,
         threshold_override: float | None = None,
         alias: str = "champion",
+        admit: Callable[[Mapping[str, str]], bool] | None = None,
+        drop_when_absent: bool = False,
     ) -> None:
         self.name = name
-        self.alias = alias  # `challenger` only in a service that takes no live traffic
+        # `challenger`: a service that takes no live traffic, or the shadow beside the champion
+        self.alias = alias
+        # Only a version whose tags pass ``admit`` counts as the alias's version.
+        self.admit = admit
+        # The alias gone (or its version not admitted): stop holding the model (shadow).
+        self.drop_when_absent = drop_when_absent
         self.interval_s = interval_s
         self.champion_file = champion_file
         self.threshold_override = threshold_override
@@ -225,7 +258,7 @@ class ChampionWatcher:
         """Load the champion now (if there is one), then follow it in a thread."""
         self._file_stamp = self._stamp()
         self.poll()
-        self._thread = threading.Thread(target=self._run, name="champion-watcher", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=f"{self.alias}-watcher", daemon=True)
         self._thread.start()
 
     def stop(self) -> None:
@@ -270,9 +303,21 @@ class ChampionWatcher:
             self.poll_error = message
             return
         self.poll_error = None
+        if champion is not None and self.admit is not None and not self.admit(champion.tags):
+            champion = None
         wanted = None if champion is None else str(champion.version)
         self.champion_version = wanted
         current = None if self.current is None else self.current.version
+        if wanted is None and current is not None and self.drop_when_absent:
+            self.current = None
+            log.info(
+                "%s %s version %s dropped: no longer %s",
+                self.alias,
+                self.name,
+                current,
+                "in shadow" if self.admit else "the alias's version",
+            )
+            return
         if wanted is None or wanted == current:
             if wanted == current:
                 self.status.failed.clear()
@@ -297,7 +342,8 @@ class ChampionWatcher:
                 self._failed_at[version] = time.monotonic()
                 kept = "nothing" if self.current is None else f"version {self.current.version}"
                 log.warning(
-                    "champion %s version %s failed to load; still serving %s: %s",
+                    "%s %s version %s failed to load; still serving %s: %s",
+                    self.alias,
                     self.name,
                     version,
                     kept,
@@ -310,7 +356,8 @@ class ChampionWatcher:
             self.status.failed.pop(version, None)
             self._failed_at.pop(version, None)
             log.info(
-                "now serving %s version %s (was %s), loaded in %.2f s, threshold %.4g (%s)",
+                "now serving %s %s version %s (was %s), loaded in %.2f s, threshold %.4g (%s)",
+                self.alias,
                 self.name,
                 version,
                 "none" if previous is None else previous.version,

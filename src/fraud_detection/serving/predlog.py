@@ -13,6 +13,17 @@ dropped, and the counters say how many rows were written, wait, were lost and ho
 flushes failed. Files are written under a temporary name and renamed, so a reader never sees
 half a file, and are never rewritten. The columns are :data:`LOG_COLUMNS` (see
 ``docs/serving.md``), the model inputs last with the dtypes the model was trained on.
+
+Every row is an answered prediction (``status`` 200). With a challenger in the service
+(staged release) a row also holds the model scored beside the answer: ``route`` says which
+answered (``shadow``: the champion, the challenger scored in shadow; ``canary``: the
+challenger, the champion scored beside it), ``shadow_version`` / ``shadow_score`` /
+``shadow_threshold`` / ``shadow_ms`` the model not answered with (a NaN score: it failed).
+Logs written before these columns existed lack them; readers treat them as missing.
+
+Requests answered 5xx go to a log of their own (``<state>/serving/errors/``, the same
+writer with :func:`error_schema`), so every row here stays a scored prediction for
+monitoring, and the health report can still count the failures.
 """
 
 from __future__ import annotations
@@ -41,10 +52,12 @@ if TYPE_CHECKING:
     from fraud_detection.serving.settings import PredictionLogSettings
 
 __all__ = [
+    "ERROR_COLUMNS",
     "HEAD_COLUMNS",
     "LOG_COLUMNS",
     "LogCounters",
     "PredictionLog",
+    "error_schema",
     "log_schema",
     "write_part",
 ]
@@ -67,10 +80,29 @@ HEAD_COLUMNS: tuple[str, ...] = (
     "feature_age_s",
     "latency_ms",
     "source",
+    "status",
+    "route",
+    "shadow_version",
+    "shadow_score",
+    "shadow_threshold",
+    "shadow_ms",
 )
 LOG_COLUMNS: tuple[str, ...] = (*HEAD_COLUMNS, *MODEL_FEATURES, *CATEGORICAL_FEATURES)
-# A record is a tuple in LOG_COLUMNS order; logged_at and event_timestamp are integer
-# microseconds since the epoch (UTC).
+# A request answered 5xx: one row per transaction it carried.
+ERROR_COLUMNS: tuple[str, ...] = (
+    "request_id",
+    "logged_at",
+    "event_timestamp",
+    "transaction_id",
+    "card_id",
+    "path",
+    "status",
+    "error",
+    "model_version",
+    "latency_ms",
+)
+# A record is a tuple in LOG_COLUMNS (or ERROR_COLUMNS) order; logged_at and
+# event_timestamp are integer microseconds since the epoch (UTC), at the same positions.
 Record = tuple[Any, ...]
 _EVENT = HEAD_COLUMNS.index("event_timestamp")
 _US_PER_DAY = 86_400 * 1_000_000
@@ -98,6 +130,12 @@ def log_schema() -> pa.Schema:
         ("feature_age_s", pa.float64()),
         ("latency_ms", pa.float64()),
         ("source", pa.string()),
+        ("status", pa.int64()),
+        ("route", pa.string()),  # null: champion only; shadow; canary
+        ("shadow_version", pa.string()),
+        ("shadow_score", pa.float64()),
+        ("shadow_threshold", pa.float64()),
+        ("shadow_ms", pa.float64()),
     ]
     # As in the training sets: request-time integers stay int64; window features are
     # float64 (missing for a card's first transaction).
@@ -109,16 +147,34 @@ def log_schema() -> pa.Schema:
     return pa.schema([pa.field(n, t) for n, t in (*head, *features, *categories)])
 
 
+def error_schema() -> pa.Schema:
+    """The Arrow schema of the error log's part files (:data:`ERROR_COLUMNS`)."""
+    import pyarrow as pa
+
+    stamp = pa.timestamp("us", tz="UTC")
+    types = {
+        "logged_at": stamp,
+        "event_timestamp": stamp,
+        "card_id": pa.int64(),
+        "status": pa.int64(),
+        "latency_ms": pa.float64(),
+    }
+    return pa.schema([pa.field(n, types.get(n, pa.string())) for n in ERROR_COLUMNS])
+
+
 _sequence = itertools.count()
 
 
-def write_part(records: Sequence[Record], folder: Path) -> list[Path]:
+def write_part(
+    records: Sequence[Record], folder: Path, schema: pa.Schema | None = None
+) -> list[Path]:
     """Write ``records`` as new part files under ``folder/date=YYYY-MM-DD/`` (one file per
-    UTC day of ``event_timestamp``); returns the files written."""
+    UTC day of ``event_timestamp``) in ``schema`` (default: :func:`log_schema`); returns
+    the files written."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    schema = log_schema()
+    schema = schema or log_schema()
     by_day: dict[int, list[Record]] = defaultdict(list)
     for record in records:
         by_day[record[_EVENT] // _US_PER_DAY].append(record)
@@ -172,9 +228,12 @@ class PredictionLog:
     ``_POLL_S``.
     """
 
-    def __init__(self, folder: Path, settings: PredictionLogSettings) -> None:
+    def __init__(
+        self, folder: Path, settings: PredictionLogSettings, schema: pa.Schema | None = None
+    ) -> None:
         self.folder = folder
         self.settings = settings
+        self.schema = schema  # None: log_schema()
         self._queue: deque[Record] = deque()
         self._limit = settings.max_queue_rows
         self._stop = threading.Event()
@@ -252,7 +311,7 @@ class PredictionLog:
         written: set[int] = set()
         for day in sorted(by_day):
             try:
-                files = write_part(by_day[day], self.folder)
+                files = write_part(by_day[day], self.folder, self.schema)
             except Exception as exc:  # a write must never take the writer (or service) down
                 kept = [r for r in rows if r[_EVENT] // _US_PER_DAY not in written]
                 self._requeue(kept)

@@ -22,12 +22,21 @@ still returned, unless the write failed because the store stayed locked
 (:class:`~fraud_detection.features.online.OnlineStoreBusy`): that is raised too, after
 being counted, so the client retries (a retry is not counted twice) instead of the card's
 state silently missing the transaction.
+
+With a challenger in shadow (a staged release, :mod:`.champion`'s ``in_shadow``), step 3
+scores the request with it too, after the state lock is released, and the log record says
+so (``route``, ``shadow_*``): the champion answers (``shadow``), or, for the
+``canary_share`` of transactions picked by a hash of their id (:func:`canary`, so a retry
+gets the same model), the challenger answers and the champion is the one logged beside it
+(``canary``). A challenger that fails to score never fails the request: its score is
+logged as NaN and the champion answers. Without a challenger nothing of this runs.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
+import math
 import threading
 import time
 import uuid
@@ -54,13 +63,21 @@ from fraud_detection.serving.champion import ServedModel
 from fraud_detection.serving.predlog import PredictionLog, Record
 from fraud_detection.serving.schemas import Transaction
 
-__all__ = ["Predictor", "StateUpdates", "model_inputs"]
+__all__ = ["Predictor", "ShadowCounters", "StateUpdates", "canary", "model_inputs"]
 
 log = logging.getLogger(__name__)
 
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 _ONE_US = dt.timedelta(microseconds=1)
 _LOOKED_UP = tuple(name for name in MODEL_FEATURES if name not in REQUEST_FEATURES)
+_HASH_SPAN = float(2**53)
+
+
+def canary(key: int, share: float) -> bool:
+    """Whether the transaction of ``key`` (``online.transaction_key``: a hash of its id, or
+    of what it is when it has none) is answered by the challenger: the same answer for a
+    retried request, in every process, for about ``share`` of the transactions."""
+    return share > 0 and (key & (2**53 - 1)) / _HASH_SPAN < share
 
 
 def _micros(stamp: dt.datetime) -> int:
@@ -111,6 +128,35 @@ class StateUpdates:
         }
 
 
+@dataclass
+class ShadowCounters:
+    """How the challenger's scoring went (``/ready`` shows these)."""
+
+    scored: int = 0
+    failed: int = 0
+    canary: int = 0
+    last_error: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "scored": self.scored,
+            "failed": self.failed,
+            "canary_answers": self.canary,
+            "last_error": self.last_error,
+        }
+
+
+@dataclass(frozen=True)
+class _Beside:
+    """The model scored beside the answer, for the log record."""
+
+    route: str  # shadow | canary
+    version: str
+    score: float
+    threshold: float
+    ms: float
+
+
 class Predictor:
     """Scores transactions with the watcher's current model, keeps the card states up to
     date and logs each prediction."""
@@ -129,6 +175,7 @@ class Predictor:
         self.online = online
         self.log = prediction_log
         self.updates = StateUpdates()
+        self.shadow = ShadowCounters()
         self._counter_lock = threading.Lock()
 
     @staticmethod
@@ -160,23 +207,83 @@ class Predictor:
         deadline: float | None = None,
         *,
         nowait: bool = False,
+        shadow: ServedModel | None = None,
+        canary_share: float = 0.0,
     ) -> dict[str, Any]:
         """The response body of one transaction (and its log record). ``deadline``
         (``time.monotonic()``): give up waiting for the state lock then
         (:class:`~fraud_detection.features.online.OnlineStoreBusy`). ``nowait``: never
         wait for a lock (:class:`~fraud_detection.features.online.StoreWouldBlock`,
-        nothing written nor logged: call again without it, off the event loop)."""
+        nothing written nor logged: call again without it, off the event loop).
+        ``shadow``: the challenger, scored too (see the module); it answers the
+        ``canary_share`` of transactions."""
         event = self._event(txn)
+        categories = (txn.merchant_category, txn.channel)
         with self.online.writing(deadline, nowait=nowait):
             row = self.online.read(txn.card_id, txn.merchant_id, event[0])
             features = model_inputs((txn,), (row,))[0]
             numbers = [features[i] for i in model.feature_index]
-            score = model.scorer.score_one(numbers, (txn.merchant_category, txn.channel))
+            took = time.perf_counter()
+            score = model.scorer.score_one(numbers, categories)
+            took = (time.perf_counter() - took) * 1e3
             t_us, amount, merchant, key = event
             updated = row.state.with_events([t_us], [amount], [merchant], [key])
             if updated is not None:
                 self._write([(txn.card_id, updated)])
-        return self._respond(model, txn, row, features, score, started, "api")
+        if shadow is None:
+            return self._respond(model, txn, row, features, score, started, "api")
+        other, other_ms = self._score_shadow(shadow, features, categories)
+        beside = self._route(model, score, took, shadow, other, other_ms, key, canary_share)
+        if beside.route == "canary":
+            return self._respond(shadow, txn, row, features, other, started, "api", beside)
+        return self._respond(model, txn, row, features, score, started, "api", beside)
+
+    def _score_shadow(
+        self, shadow: ServedModel, features: list[Any], categories: tuple[str | None, ...]
+    ) -> tuple[float, float]:
+        """The challenger's score of one row and its time (ms); NaN when it fails."""
+        started = time.perf_counter()
+        error = None
+        try:
+            numbers = [features[i] for i in shadow.feature_index]
+            score = float(shadow.scorer.score_one(numbers, categories))
+        except Exception as exc:  # the challenger must never fail the live answer
+            score, error = math.nan, f"{type(exc).__name__}: {exc}"
+        took = (time.perf_counter() - started) * 1e3
+        if not 0.0 <= score <= 1.0:  # NaN included
+            score = math.nan
+            self._shadow_failed(shadow, error or "score not a probability", 1)
+        return score, took
+
+    def _shadow_failed(self, shadow: ServedModel, error: str, rows: int) -> None:
+        with self._counter_lock:
+            first = self.shadow.failed == 0
+            self.shadow.failed += rows
+            self.shadow.last_error = error
+        if first:
+            log.warning(
+                "challenger version %s failed to score in shadow: %s", shadow.version, error
+            )
+
+    def _route(
+        self,
+        model: ServedModel,
+        score: float,
+        took_ms: float,
+        shadow: ServedModel,
+        other: float,
+        other_ms: float,
+        key: int,
+        canary_share: float,
+    ) -> _Beside:
+        """Who answers (a canary only when the challenger did score) and what is logged
+        beside the answer."""
+        with self._counter_lock:
+            self.shadow.scored += 1
+            if other == other and canary(key, canary_share):
+                self.shadow.canary += 1
+                return _Beside("canary", model.version, score, model.threshold, took_ms)
+        return _Beside("shadow", shadow.version, other, shadow.threshold, other_ms)
 
     def predict_many(
         self,
@@ -184,11 +291,15 @@ class Predictor:
         transactions: Sequence[Transaction],
         started: float,
         deadline: float | None = None,
+        *,
+        shadow: ServedModel | None = None,
+        canary_share: float = 0.0,
     ) -> list[dict[str, Any]]:
         """Response bodies of several transactions, in order, scored in one model call.
 
         A transaction sees the earlier ones of its card in the same batch, as if they had
-        come one by one; each card's state is written once at the end.
+        come one by one; each card's state is written once at the end. ``shadow``: as
+        :meth:`predict`, the challenger scoring the batch in one call of its own.
         """
         states: dict[int, CardState] = {}
         changed: set[int] = set()
@@ -214,11 +325,46 @@ class Predictor:
             [t.merchant_category for t in transactions],
             [t.channel for t in transactions],
         ]
+        took = time.perf_counter()
         scores = model.scorer.predict(model.scorer.encode(numbers, categories)).tolist()
-        return [
-            self._respond(model, t, r, f, s, started, "api")
-            for t, r, f, s in zip(transactions, rows, features, scores, strict=True)
-        ]
+        if shadow is None:
+            return [
+                self._respond(model, t, r, f, s, started, "api")
+                for t, r, f, s in zip(transactions, rows, features, scores, strict=True)
+            ]
+        took = (time.perf_counter() - took) * 1e3 / len(transactions)
+        others, other_ms = self._score_shadow_many(shadow, features, categories)
+        bodies = []
+        for t, r, f, s, o in zip(transactions, rows, features, scores, others, strict=True):
+            key = self._event(t)[3]
+            beside = self._route(model, s, took, shadow, o, other_ms, key, canary_share)
+            if beside.route == "canary":
+                bodies.append(self._respond(shadow, t, r, f, o, started, "api", beside))
+            else:
+                bodies.append(self._respond(model, t, r, f, s, started, "api", beside))
+        return bodies
+
+    def _score_shadow_many(
+        self, shadow: ServedModel, features: list[list[Any]], categories: list[list[str | None]]
+    ) -> tuple[list[float], float]:
+        """The challenger's scores of a batch (NaN where it fails) and its time per row."""
+        started = time.perf_counter()
+        error = None
+        try:
+            numbers = np.asarray(features, dtype=np.float64)[:, list(shadow.feature_index)]
+            scores = np.asarray(
+                shadow.scorer.predict(shadow.scorer.encode(numbers, categories)), dtype=np.float64
+            )
+            if scores.shape != (len(features),):
+                raise ValueError(f"{scores.shape} scores for {len(features)} rows")
+        except Exception as exc:  # the challenger must never fail the live answer
+            scores, error = np.full(len(features), np.nan), f"{type(exc).__name__}: {exc}"
+        took = (time.perf_counter() - started) * 1e3 / max(len(features), 1)
+        bad = ~((scores >= 0.0) & (scores <= 1.0))
+        if bad.any():
+            scores[bad] = np.nan
+            self._shadow_failed(shadow, error or "scores not probabilities", int(bad.sum()))
+        return scores.tolist(), took
 
     def _respond(
         self,
@@ -229,6 +375,7 @@ class Predictor:
         score: float,
         started: float,
         source: str,
+        beside: _Beside | None = None,
     ) -> dict[str, Any]:
         request_id = uuid.uuid4().hex
         decision = score >= model.threshold
@@ -261,6 +408,12 @@ class Predictor:
                 age,
                 (time.perf_counter() - started) * 1e3,
                 source,
+                200,
+                *(
+                    (None, None, None, None, None)
+                    if beside is None
+                    else (beside.route, beside.version, beside.score, beside.threshold, beside.ms)
+                ),
                 *[None if f != f else f for f in features],  # NaN -> null
                 txn.merchant_category,
                 txn.channel,

@@ -48,6 +48,9 @@ class ShadowSettings(_Section):
     """When a challenger scored in shadow beside the champion may replace it
     (``serving.release.shadow``; judged by ``fraud_detection.release.shadow.judge``)."""
 
+    # false: a delivered challenger becomes champion at once (no shadow period)
+    enabled: bool = True
+    min_duration_s: float = Field(0.0, ge=0)  # the window also lasts at least this long
     min_requests: int = Field(1_000, ge=1)  # the window: requests scored by both
     min_agreement: float = Field(0.99, ge=0, le=1)  # same decision at each one's threshold
     max_error_rate: float = Field(0.0, ge=0, le=1)  # shadow scores that failed (NaN)
@@ -62,6 +65,9 @@ class ReleaseSettings(_Section):
     # it at once (the delivery checks come after, `fraud delivery-check`).
     staged: bool = False
     shadow: ShadowSettings = ShadowSettings()
+    # Share of requests a challenger in shadow answers (a canary), picked by a hash of the
+    # transaction id (a retry gets the same model); 0: it never answers.
+    canary_share: float = Field(0.0, ge=0, le=0.5)
 
 
 class ServingConfig(_FileSettings):

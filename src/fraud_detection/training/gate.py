@@ -2,8 +2,9 @@
 
 The challenger is promoted only when every check passes:
 
-* **infrastructure**: the saved model loads and scores (:func:`check_infrastructure`,
-  run by the caller on the model *as reloaded from where it was logged*);
+* **infrastructure**: the saved model loads and scores, a single row as in a batch (the
+  caller's verdict: ``registry.tracking.infra_check`` on the model *as reloaded from the
+  registry*, the way serving loads it);
 * **floor**: its primary metric reaches ``gate.floor`` whatever the champion;
 * with a champion, **same holdout**: both evaluations are of the same rows. The caller
   scores the champion on the challenger's holdout (the newest days), so that the two
@@ -19,19 +20,13 @@ decision lists every check with its numbers and a reason for each failure, and
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
-import pandas as pd
-from sklearn.pipeline import Pipeline
-
-from fraud_detection.training.evaluation import Evaluation, scores
-from fraud_detection.training.model import TrainingError
+from fraud_detection.training.evaluation import Evaluation
 from fraud_detection.training.settings import GateSettings
 
-__all__ = ["GateDecision", "InfraCheck", "check_infrastructure", "decide"]
+__all__ = ["GateDecision", "decide"]
 
 
 @dataclass(frozen=True)
@@ -178,42 +173,3 @@ def decide(
                     cfg.slice_tolerance,
                 )
     return GateDecision(promote=not checks.reasons, reasons=checks.reasons, checks=checks.checks)
-
-
-# ----------------------------------------------------------------- infrastructure
-
-
-@dataclass(frozen=True)
-class InfraCheck:
-    ok: bool
-    detail: str
-
-
-def check_infrastructure(model: Pipeline, sample: pd.DataFrame) -> InfraCheck:
-    """Can this model serve? Run on the model as reloaded from the registry/artifact.
-
-    It must score ``sample`` (e.g. ``gate.infra_sample_rows`` holdout rows) into finite
-    probabilities, one per row, and score a single row alone exactly as in the batch (the
-    serving API scores one transaction at a time). The detail reports the batch latency.
-    """
-    if sample.empty:
-        return InfraCheck(False, "no sample rows to score")
-    try:
-        start = time.perf_counter()
-        batch = scores(model, sample)
-        elapsed = time.perf_counter() - start
-        single = scores(model, sample.iloc[:1])
-    except TrainingError as exc:
-        return InfraCheck(False, str(exc))
-    except Exception as exc:  # any failure of a loaded model is a failed check, not a crash
-        return InfraCheck(False, f"scoring raised {type(exc).__name__}: {exc}")
-    if batch.shape != (len(sample),):
-        return InfraCheck(False, f"{batch.shape} scores for {len(sample)} rows")
-    if not ((batch >= 0) & (batch <= 1)).all():
-        return InfraCheck(False, "scores outside [0, 1]")
-    if not np.allclose(single[0], batch[0], rtol=1e-9, atol=1e-12):
-        return InfraCheck(
-            False, f"one row scored alone gives {single[0]:.6f}, in a batch {batch[0]:.6f}"
-        )
-    ms = 1000 * elapsed
-    return InfraCheck(True, f"scored {len(sample)} rows in {ms:.0f} ms; single row consistent")
