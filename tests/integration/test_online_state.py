@@ -279,6 +279,18 @@ def test_a_redis_outage_is_a_503_and_the_service_recovers_alone(
             body = _next_day_body(world, transaction_id="outage-0")
             assert client.post("/predict", json=body).status_code == 200
             assert client.get("/ready").status_code == 200
+            # (the batch features of every card and merchant of the first day, as loaded)
+            at_us = int(pd.Timestamp(body["timestamp"]).value // 1_000)
+            first = sorted(world.raw.glob("date=*/transactions.parquet"))[0]
+            pairs = pd.read_parquet(first, columns=["card_id", "merchant_id"]).drop_duplicates()
+            online = store.open_online(world, apply=False)
+            batch = sorted(set(online.features) - set(online.window_features))
+
+            def batch_values() -> list[list[float | None]]:
+                reads = [online.read(int(c), int(m), at_us) for c, m in pairs.to_numpy()]
+                return [[r.values.get(k) for k in batch] for r in reads]
+
+            loaded = batch_values()
 
             # When Redis goes down: a 503 that says why, and not ready
             server.stop()
@@ -290,19 +302,29 @@ def test_a_redis_outage_is_a_503_and_the_service_recovers_alone(
             assert ready.status_code == 503
             assert ready.json()["online_store"]["ok"] is False
 
-            # When it is back (empty: it keeps nothing on disk) and CT materializes again,
-            # the same service answers again, with the card known: no restart
+            # When it is back (empty: it keeps nothing on disk) and CT materializes again
+            # (as usual: nobody tells it Redis lost its data), the same service answers
+            # again, with the card and the merchant known: no restart, a full backfill
             server.start()
             deadline = time.monotonic() + 20
             while client.post("/predict", json=body).status_code != 200:
                 assert time.monotonic() < deadline, "no recovery"
                 time.sleep(0.2)
             assert client.get("/ready").status_code == 200
-            store.materialized_marker(world).unlink()
-            store.materialize(world)
+            assert store.materialized_marker(world).exists()
+            said: list[str] = []
+            store.materialize(world, progress=said.append)
+            assert any("backfilling it in full" in line for line in said), said
             back = client.post("/predict", json={**body, "transaction_id": "outage-2"})
             assert back.status_code == 200
             assert back.json()["unknown_card"] is False
+            assert back.json()["unknown_merchant"] is False
+            # and every batch view's values are back, not only the recent ones
+            again = batch_values()
+            online.close()
+            assert len(loaded) > 100
+            differ = sum(a != b for a, b in zip(again, loaded, strict=True))
+            assert differ == 0, f"{differ} of {len(loaded)} first-day pairs lost batch values"
     finally:
         server.stop()
 

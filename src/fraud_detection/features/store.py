@@ -576,9 +576,36 @@ def materialized_marker(paths: StatePaths, settings: FeastSettings | None = None
     return FeaturePaths(paths).feast / name
 
 
-def _materialized_until(paths: StatePaths) -> pd.Timestamp | None:
+# Redis keeps the end of its materialization beside the rows (this key, in the Feast
+# project's namespace): a Redis that lost its data (a restart without persistence, a
+# flush) has lost the key too, and the next materialization backfills it in full.
+REDIS_MARKER_KEY = "{project}:fraud_detection:materialized_until"
+
+
+def _redis_client(online: OnlineFeatures) -> Any | None:
+    """The Feast Redis store's own client, or None for another store."""
+    from feast.infra.online_stores.redis import RedisOnlineStore
+
+    if isinstance(online.online, RedisOnlineStore):
+        return online.online._get_client(online.config.online_store)
+    return None
+
+
+def _materialized_until(paths: StatePaths, online: OnlineFeatures) -> pd.Timestamp | None:
+    """How far the online store is loaded: the state folder's marker, and for Redis the
+    key beside its rows as well (None, a full backfill, when either is missing)."""
     marker = materialized_marker(paths)
-    return pd.Timestamp(marker.read_text()) if marker.exists() else None
+    if not marker.exists():
+        return None
+    until = pd.Timestamp(marker.read_text())
+    client = _redis_client(online)
+    if client is None:
+        return until
+    try:
+        held = client.get(REDIS_MARKER_KEY.format(project=online.config.project))
+    except Exception as exc:
+        raise FeatureStoreError(f"the Redis online store does not answer: {exc}") from exc
+    return None if held is None else min(until, pd.Timestamp(held.decode()))
 
 
 def materialize(
@@ -590,7 +617,8 @@ def materialize(
     """Load the latest feature values up to ``end`` into the online store.
 
     The batch views go through Feast's materialization: the first call backfills
-    everything from the first feature row; later calls load only what is new since the
+    everything from the first feature row (so does the first after Redis lost its data:
+    :data:`REDIS_MARKER_KEY`); later calls load only what is new since the
     previous end (``materialize_incremental``). The card states of the last built day up
     to ``end`` are then merged into the online ones (:meth:`OnlineFeatures.merge_states`),
     never replacing what the prediction API recorded since. Running it twice with the same
@@ -607,7 +635,16 @@ def materialize(
     batch_views = [
         v.name for v in store.list_feature_views() if v.online and v.name != online.state_view.name
     ]
-    previous = _materialized_until(paths)
+    previous = _materialized_until(paths, online)
+    if (
+        previous is None
+        and _redis_client(online) is not None
+        and materialized_marker(paths).exists()
+    ):
+        say(
+            "the Redis online store lacks its materialization marker (it lost its data?): "
+            "backfilling it in full"
+        )
     say(f"loading {', '.join(batch_views)} into the {online.config.online_store.type} online store")
     with _quiet(), feast_lock(paths):
         if previous is None:
@@ -629,6 +666,9 @@ def materialize(
             f"{changed:,} of them gained transactions the online store lacked (merged, never "
             "replaced)"
         )
+    client = _redis_client(online)
+    if client is not None:
+        client.set(REDIS_MARKER_KEY.format(project=online.config.project), end.isoformat())
     materialized_marker(paths).write_text(end.isoformat())
     return start, end
 
