@@ -1,7 +1,9 @@
 """The MLflow adapter: training runs, model versions with lineage, aliases, promotion.
 
-Only this module talks to MLflow (imported inside functions: ``import mlflow`` costs
-seconds). What it keeps in MLflow:
+Runs, versions, lineage and aliases are written through it (the delivery checks add
+their tag themselves). Readers also query MLflow directly: serving and batch scoring load
+models; monitoring, the delivery checks and the audit read runs and tags (``import
+mlflow`` inside functions everywhere: it costs seconds). What it keeps in MLflow:
 
 - a **run** per training: params, metrics (slice metrics flattened as
   ``slice.<column>.<value>.<metric>``), figures, JSON artifacts, and the sklearn
@@ -1130,15 +1132,27 @@ def _one_line(exc: BaseException, limit: int = 300) -> str:
 def infra_check(model_uri: str, sample: pd.DataFrame) -> tuple[bool, str]:
     """Load the model the way serving will and score ``sample``; never raises.
 
-    OK iff the pyfunc loads and returns one finite probability in [0, 1] per row. The
-    detail is one line: what was scored, or what failed (load, predict, shape, NaN).
+    OK iff the pyfunc loads, returns one finite probability in [0, 1] per row, and scores
+    the first row alone exactly as in the batch (the API scores one transaction at a
+    time). The detail is one line: what was scored, or what failed (load, predict, shape,
+    NaN, a single row scored otherwise). The model gate (``training.gate.decide``) takes
+    the verdict.
     """
+    if sample.empty:
+        return False, "no sample rows to score"
     try:
         model = load_pyfunc(model_uri)
     except Exception as exc:
         return False, f"load failed for {model_uri}: {_one_line(exc)}"
     try:
         output = model.predict(sample)
+        alone = model.predict(sample.iloc[:1])
     except Exception as exc:
         return False, f"predict failed on {len(sample)} rows: {_one_line(exc)}"
-    return check_probabilities(output, len(sample))
+    ok, detail = check_probabilities(output, len(sample))
+    if not ok:
+        return ok, detail
+    first, single = fraud_scores(output)[0], fraud_scores(alone)[0]
+    if not np.isclose(single, first, rtol=1e-9, atol=1e-12):
+        return False, f"the first row scored alone gives {single:.6f}, in the batch {first:.6f}"
+    return True, f"{detail}; a single row scores as in the batch"
