@@ -12,6 +12,7 @@ import socket
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import ClassVar
 
 import pytest
@@ -140,3 +141,46 @@ def test_client_processes_split_the_work(server: str) -> None:
 def test_a_bad_url_is_a_user_error() -> None:
     with pytest.raises(LoadTestError, match="http://"):
         run_loadtest("https://example.org/predict", [{"n": 1}], requests=1)
+
+
+def test_the_locustfile_posts_raw_transactions_each_with_an_id_of_its_own(
+    server: str, tmp_path: Path
+) -> None:
+    import os
+    import subprocess
+    import sys
+
+    from tests import worlds
+
+    # Given a state folder with one raw day, and the small server standing for the API
+    paths = worlds.simulate(tmp_path / "state", days=1, rows_per_day=60, cards=20, merchants=5)
+    locust = Path(sys.executable).parent / "locust"
+    root = Path(__file__).resolve().parents[2]
+    env = {
+        **os.environ,
+        "FRAUD_PROFILE__STATE_DIR": str(paths.root),
+        "FRAUD_LOADTEST_ROWS": "50",
+        "FRAUD_API_KEY": "l0cust-k3y",  # pragma: allowlist secret
+    }
+    # When Locust runs the project's locustfile headless for two seconds with 3 users
+    done = subprocess.run(
+        [str(locust), "-f", str(root / "loadtests" / "locustfile.py"), "--host", server,
+         "--headless", "-u", "3", "-r", "3", "-t", "3s",
+         "--json-file", str(tmp_path / "run"), "--only-summary", "--loglevel", "WARNING"],
+        env=env, capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+
+    # Then it posted /predict bodies of the raw day, each with a transaction id of its own,
+    # with the API key, and counted every answer
+    assert done.returncode == 0, done.stderr[-2000:]
+    (stats,) = json.loads((tmp_path / "run.json").read_text())
+    sent = len(_Handler.seen)
+    assert sent > 10
+    assert (stats["method"], stats["name"]) == ("POST", "/predict")
+    assert stats["num_requests"] == sent
+    assert stats["num_failures"] == 0
+    ids = [body["transaction_id"] for body in _Handler.seen]
+    assert len(set(ids)) == sent
+    assert {body["card_id"] for body in _Handler.seen} <= set(range(1, 10_000))
+    assert {"amount", "merchant_id", "timestamp"} <= set(_Handler.seen[0])
+    assert set(_Handler.keys) == {"l0cust-k3y"}  # pragma: allowlist secret
