@@ -18,8 +18,26 @@ export DVC_NO_ANALYTICS := 1
 export DVC_SITE_CACHE_DIR ?= $(CURDIR)/state/dvc-site-cache
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: help install simulate level0 ct experiment repro mlflow-ui demo demo-level1 test test-unit \
+.PHONY: help install doctor simulate level0 ct experiment repro mlflow-ui demo demo-level1 test test-unit \
         test-integration test-e2e test-fast lint format typecheck bench clean
+
+# The state folder: every target works on the active profile's (configs/profiles/<name>.yaml
+# state_dir; FRAUD_PROFILE__STATE_DIR overrides it, and so does `make <target> STATE_DIR=<folder>`).
+# The one exception is DVC's stages, which always run on state/ (see `repro`).
+ifeq ($(origin STATE_DIR),command line)
+export FRAUD_PROFILE__STATE_DIR := $(abspath $(STATE_DIR))
+STATE = $(FRAUD_PROFILE__STATE_DIR)
+else
+# (make's $(shell) sees the environment make started with, not its exports: hence the branch)
+STATE = $(shell $(FRAUD) info --path)
+endif
+# The ports of the servers started here (make doctor checks that they are free):
+# `make mlflow-ui MLFLOW_PORT=5001`, `make deploy PREFECT_PORT=4201`, `make serve SERVE_PORT=8001`.
+MLFLOW_PORT ?= 5000
+PREFECT_PORT ?= $(or $(FRAUD_DEPLOY_PORT),4200)
+SERVE_PORT ?= $(or $(FRAUD_SERVING__PORT),$(shell sed -n 's/^port: *\([0-9][0-9]*\).*/\1/p' configs/serving.yaml))
+# The level-1 demo's state folder (empty: level1-demo inside the state folder).
+DEMO_STATE_DIR ?=
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  \033[1m%-18s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -35,10 +53,14 @@ $(VENV)/.synced: pyproject.toml uv.lock
 
 install: $(VENV)/.synced ## Create .venv from uv.lock (done automatically by every target)
 
+doctor: ## Is this machine ready? Python, .venv, free ports, cores, disk: ok/warn/fail each; exit 1 on a fail
+	@$(PYTHON) src/fraud_detection/doctor.py --root "$(CURDIR)" --port "MLflow UI=$(MLFLOW_PORT)=MLFLOW_PORT=mlflow-ui" \
+	   --port "Prefect server=$(PREFECT_PORT)=PREFECT_PORT=deploy" --port "prediction API=$(SERVE_PORT)=SERVE_PORT=serve"
+
 simulate: $(VENV)/.synced ## Simulate daily transaction partitions and delayed labels (configs/simulate.yaml)
 	@$(FRAUD) simulate
 
-level0: $(VENV)/.synced ## Level 0: run the manual notebook non-interactively; model + metrics in state/level0/
+level0: $(VENV)/.synced ## Level 0: run the manual notebook non-interactively; model + metrics in <state>/level0/
 	@$(FRAUD) level0
 
 ct: $(VENV)/.synced ## Level 1: run the continuous-training flow once (Prefect), on demand
@@ -47,11 +69,17 @@ ct: $(VENV)/.synced ## Level 1: run the continuous-training flow once (Prefect),
 experiment: $(VENV)/.synced ## Train and evaluate without the orchestrator; logged to MLflow, not registered
 	@$(FRAUD) train
 
-repro: $(VENV)/.synced ## Reproduce the pipeline with DVC (dvc.yaml); a no-op when nothing changed
+# DVC's stages are the exception to the state switch: dvc.yaml declares their outputs under
+# state/ (DVC tracks outputs inside the repository only, and dvc.yaml cannot read the
+# environment), and each stage's command says --state-dir state, so that dvc.lock means the
+# same on every machine. tests/unit/test_dvc_state.py checks both.
+repro: $(VENV)/.synced ## Reproduce the pipeline with DVC (dvc.yaml) on state/ (DVC's stages use no other state folder); a no-op when nothing changed
+	@if [ "$(STATE)" != "$(CURDIR)/state" ]; then \
+	   echo "note: DVC's stages run on $(CURDIR)/state (dvc.yaml), not on the profile's state folder $(STATE)"; fi
 	@PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro
 
-mlflow-ui: $(VENV)/.synced ## Open the MLflow UI on the local tracking store (http://127.0.0.1:5000)
-	@$(BIN)/mlflow ui --backend-store-uri "sqlite:///$(CURDIR)/state/mlflow/mlflow.db" --host 127.0.0.1 --port 5000
+mlflow-ui: $(VENV)/.synced ## Open the MLflow UI on the state folder's tracking store (http://127.0.0.1:5000; MLFLOW_PORT=... for another port)
+	@$(FRAUD) mlflow-ui --port $(MLFLOW_PORT)
 
 demo: $(VENV)/.synced ## The main job: every maturity level in turn (level 2 leaves Prefect running: make stop)
 	@echo "== Level 0: the manual notebook =="
@@ -67,7 +95,7 @@ demo: $(VENV)/.synced ## The main job: every maturity level in turn (level 2 lea
 	@$(FRAUD) validate raw --new || echo "(the data gate stopped it: exit code 1, as a failed gate should)"
 	@$(FRAUD) features build
 	@echo; echo "== Level 1: continuous training, serving and monitoring, day by day =="
-	@$(BIN)/python -m pipelines.level1_continuous_training.demo
+	@$(BIN)/python -m pipelines.level1_continuous_training.demo $(if $(DEMO_STATE_DIR),--state-dir "$(DEMO_STATE_DIR)")
 	@echo; echo "== Level 2: the pipeline's own CI, then deployment to a Prefect server (a local one, or the stack's in the production profile) =="
 	@echo "-- the checks every pull request runs first (ci.yml): lint, types, workflows, Dockerfile, prefect.yaml --"
 	@$(MAKE) --no-print-directory lint typecheck lint-workflows lint-docker check-deployments
@@ -75,8 +103,8 @@ demo: $(VENV)/.synced ## The main job: every maturity level in turn (level 2 lea
 	@$(MAKE) --no-print-directory deploy
 	@echo; echo "The Prefect worker (and the server make deploy started, if any) keep running so that you can look around; make stop ends them."
 
-demo-level1: $(VENV)/.synced ## Level 1 only: play days one by one: CT on each new day, the service live, monitoring; runs table
-	@$(BIN)/python -m pipelines.level1_continuous_training.demo
+demo-level1: $(VENV)/.synced ## Level 1 only: play days one by one: CT on each new day, the service live, monitoring; runs table (in <state>/level1-demo, or DEMO_STATE_DIR)
+	@$(BIN)/python -m pipelines.level1_continuous_training.demo $(if $(DEMO_STATE_DIR),--state-dir "$(DEMO_STATE_DIR)")
 
 test: $(VENV)/.synced ## Run the whole test suite (unit, integration, e2e; `services` tests need make services)
 	@$(BIN)/pytest
@@ -119,8 +147,8 @@ bench: $(VENV)/.synced ## Benchmarks, each against a baseline in the same run; r
 bench-values: $(VENV)/.synced ## Benchmark the raw gate with its value-skew stage on 1M-row days (results in benchmarks/results/)
 	@$(BIN)/python benchmarks/bench_value_skew.py
 
-clean: ## Delete all local state (data, models, runs): rm -rf state
-	rm -rf state
+clean: $(VENV)/.synced ## Delete the state folder (data, models, runs, reports) of the profile, or STATE_DIR=<folder>
+	@$(FRAUD) clean
 
 # ---- docs ----
 .PHONY: figures
@@ -181,16 +209,16 @@ test-services: $(VENV)/.synced ## Run the tests marked `services` (PostgreSQL, R
 
 # ---- serving ----
 # The prediction API (docs/serving.md): FastAPI on the Feast online store, the champion
-# hot-reloaded from the registry, every prediction logged under state/serving/predictions/.
+# hot-reloaded from the registry, every prediction logged under <state>/serving/predictions/.
 .PHONY: serve
 
-serve: $(VENV)/.synced ## Serve the champion: POST /predict on http://127.0.0.1:8000 (docs at /docs); Ctrl+C stops
-	@$(FRAUD) serve
+serve: $(VENV)/.synced ## Serve the champion: POST /predict on http://127.0.0.1:8000 (docs at /docs; SERVE_PORT=... for another port); Ctrl+C stops
+	@$(FRAUD) serve --port $(SERVE_PORT)
 
 # ---- serving: delivery checks ----
 # Google's model-delivery checks for the champion (docs/serving.md): it loads and predicts its
 # input example, the API answers, a short load test meets configs/serving.yaml delivery: budgets.
-# Report in state/serving/delivery/v<N>.json; the version is tagged delivery_check=passed|failed.
+# Report in <state>/serving/delivery/v<N>.json; the version is tagged delivery_check=passed|failed.
 .PHONY: delivery-check
 
 delivery-check: $(VENV)/.synced ## Model delivery checks for the champion (starts the service itself); exit 1 on a failed budget
@@ -200,10 +228,10 @@ delivery-check: $(VENV)/.synced ## Model delivery checks for the champion (start
 # Batch scoring and monitoring (docs/monitoring.md): both run their Prefect flow, like `make ct`.
 .PHONY: score monitor
 
-score: $(VENV)/.synced ## Batch-score the newest accepted day with the champion (Prefect flow); scores in state/scores/
+score: $(VENV)/.synced ## Batch-score the newest accepted day with the champion (Prefect flow); scores in <state>/scores/
 	@$(FRAUD) score --latest
 
-monitor: $(VENV)/.synced ## Monitoring: drift, performance on delayed labels, HTML report (state/reports/monitoring/), signals to CT
+monitor: $(VENV)/.synced ## Monitoring: drift, performance on delayed labels, HTML report (<state>/reports/monitoring/), signals to CT
 	@$(FRAUD) monitor run
 
 # ---- level 2: CI/CD ----
@@ -223,9 +251,9 @@ SAMPLE_ENV := FRAUD_SIMULATE__DAYS=6 FRAUD_SIMULATE__ROWS_PER_DAY=1500 FRAUD_SIM
 DATA_TESTS := tests/unit/test_validation_suites.py tests/integration/test_data_gate.py \
               tests/integration/test_gate_protects_features.py
 PYTEST_ARGS ?=
-# CT in CI (ct.yml): the state folder (cached between runs), the world new days come from,
-# the trigger (from the GitHub event) and extra `fraud ct run` flags.
-CT_STATE_DIR ?= state
+# CT in CI (ct.yml): the state folder (cached between runs; default: the profile's), the
+# world new days come from, the trigger (from the GitHub event) and extra `fraud ct run` flags.
+CT_STATE_DIR ?= $(STATE)
 CT_WORLD := --rows-per-day 5000 --cards 2500 --merchants 300 --label-delay-days 3
 CT_FIRST_DAYS ?= 12
 CT_TRIGGER ?= $(if $(filter schedule,$(GITHUB_EVENT_NAME)),schedule,$(if $(filter repository_dispatch,$(GITHUB_EVENT_NAME)),new_data,on_demand))
@@ -397,13 +425,14 @@ image-smoke: ## Serving image on an empty state: refuses to start without FRAUD_
 
 # ---- level 2: deployments ----
 # The level-1 flows as Prefect deployments (prefect.yaml, docs/deploy.md). Logs and the
-# recorded process ids live in <state>/deploy/; FRAUD_DEPLOY_PORT picks another port than 4200.
+# recorded process ids live in <state>/deploy/; PREFECT_PORT (or FRAUD_DEPLOY_PORT) picks
+# another port than 4200 for the local server.
 .PHONY: deploy stop deploy-status deploy-prefect check-deployments
 
 PREFECT_FILE ?= prefect.yaml
-DEPLOY_CLI := $(BIN)/python -m pipelines.level2_cicd.deploy
+DEPLOY_CLI := FRAUD_DEPLOY_PORT=$(PREFECT_PORT) $(BIN)/python -m pipelines.level2_cicd.deploy
 
-deploy: $(VENV)/.synced ## Level 2: local Prefect server, work pool, prefect deploy --all, a worker, one deployed CT run
+deploy: $(VENV)/.synced ## Level 2: local Prefect server (PREFECT_PORT=...), work pool, prefect deploy --all, a worker, one deployed CT run
 	@$(DEPLOY_CLI) up --prefect-file $(PREFECT_FILE)
 
 stop: $(VENV)/.synced ## Stop the Prefect server and worker that `make deploy` started (by recorded pids)
@@ -417,3 +446,5 @@ deploy-prefect: $(VENV)/.synced ## CD: work pool + prefect deploy --all on PREFE
 
 check-deployments: $(VENV)/.synced ## Validate prefect.yaml without a server: entrypoints, parameters, schedules
 	@$(DEPLOY_CLI) check --prefect-file $(PREFECT_FILE)
+
+include labs.mk

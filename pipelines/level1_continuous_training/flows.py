@@ -238,8 +238,9 @@ def ct_flow(
     """One CT run. Returns its record (also appended to ``<state>/ct/runs.jsonl``).
 
     ``variant`` trains a deliberately degraded challenger (``shuffled_labels``,
-    ``drop_key_features``) to show the model gate rejecting it; ``force`` retrains even
-    when nothing new arrived since the last training. ``trigger`` ``drift`` or
+    ``drop_key_features``) to show the model gate rejecting it, on the data as it is
+    (never skipped as "nothing new"); ``force`` retrains a normal model even when nothing
+    new arrived since the last training. ``trigger`` ``drift`` or
     ``performance`` retrains too (on the latest window) and answers the pending signals:
     they are marked consumed with the run's outcome when it ends, failed or not;
     ``signal_id`` (set by the deployment trigger from its event) names the signal that
@@ -319,7 +320,7 @@ def _run(
         log.warning(line)
     current = tracking.champion(ctx.model_name)
     record.champion_version = None if current is None else str(current.version)
-    if not force and ct.last_trained_as_of(ctx.paths) == record.as_of:
+    if not force and ct.nothing_new(ctx.paths, record.as_of, variant):
         record.outcome = record.model_gate = "skipped: nothing new"
         log.info("no new data since the last training (as of %s): skipped", when)
         return

@@ -4,7 +4,9 @@
 state folder), creates the ``fraud-local`` process work pool, starts a worker and checks
 that it polls the pool (a run nobody polls for sits in "Late" forever), registers every
 deployment of ``prefect.yaml`` with ``prefect deploy --all``, then runs the
-``ct-on-demand`` deployment and prints its UI link and CT result. ``make stop``
+``ct-on-demand`` deployment and prints its UI link and CT result. Before it starts a
+worker, runs that came due while none polled (the schedules went on while ``make stop``
+had stopped it) are cancelled, so the worker does not work through a backlog first. ``make stop``
 (``down``) ends exactly the processes ``up`` started, by the process ids it recorded in
 ``<state>/deploy/``.
 Deployments start from a schedule, by hand, or from Prefect events through their
@@ -947,6 +949,53 @@ def _ct_record(state: Path, since: str) -> Any | None:
     return records[-1] if records else None
 
 
+def cancel_stale_runs(target: Target, now: dt.datetime) -> list[str]:
+    """Cancel the runs of :data:`POOL` that came due while no worker polled it.
+
+    Runs scheduled while ``make deploy`` was stopped (the sensor's every 5 minutes, the
+    nightly CT) sit Scheduled or Late; a new worker would work through every one of them
+    before anything else (the pool runs one flow run at a time). Each run due before
+    ``now`` is set Cancelled, with a message saying why; later ones stay. Returns one
+    entry per deployment: ``<name> x<count>``.
+    """
+    from collections import Counter
+
+    from prefect.client.schemas.filters import (
+        FlowRunFilter,
+        FlowRunFilterExpectedStartTime,
+        FlowRunFilterState,
+        FlowRunFilterStateType,
+        WorkPoolFilter,
+        WorkPoolFilterName,
+    )
+    from prefect.client.schemas.objects import StateType
+    from prefect.states import Cancelled
+
+    due = FlowRunFilter(
+        state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.SCHEDULED])),
+        expected_start_time=FlowRunFilterExpectedStartTime(before_=now),
+    )
+    pool = WorkPoolFilter(name=WorkPoolFilterName(any_=[POOL]))
+    cancelled: Counter[str] = Counter()
+    seen: set[Any] = set()
+    with _client(target) as client:
+        names = {d.id: d.name for d in client.read_deployments(limit=200)}
+        while True:  # by pages: a server down for days holds hundreds of them
+            runs = client.read_flow_runs(flow_run_filter=due, work_pool_filter=pool, limit=200)
+            runs = [run for run in runs if run.id not in seen]  # one the server kept: once
+            if not runs:
+                break
+            for run in runs:
+                seen.add(run.id)
+                client.set_flow_run_state(
+                    run.id,
+                    Cancelled(message="due while no worker polled the pool (make deploy skips it)"),
+                    force=True,
+                )
+                cancelled[names.get(run.deployment_id, run.name)] += 1
+    return [f"{name} x{count}" for name, count in sorted(cancelled.items())]
+
+
 def scheduled_without_runs(target: Target, prefect_file: Path) -> list[str]:
     """Deployments with an active schedule but no upcoming run: the server's scheduler
     is not creating runs (so the nightly CT and the sensors would never start)."""
@@ -1060,6 +1109,14 @@ def up(
     if "worker" in processes:
         typer.echo(f"the worker make deploy started is running (pid {processes['worker']['pid']})")
     else:
+        # Runs that came due while no worker polled (make stop, then this): skipped, not
+        # made up for, or the new worker would run each of them before the on-demand one.
+        stale = cancel_stale_runs(target, dt.datetime.now(dt.UTC))
+        if stale:
+            typer.echo(
+                f"cancelled the runs that came due while no worker polled {POOL}: "
+                f"{', '.join(stale)} (the next ones run on schedule)"
+            )
         name = f"{POOL}-worker-{os.getpid()}"
         command = [_bin("prefect"), "worker", "start", "--pool", POOL, "--name", name]
         processes["worker"] = _spawn(name, command, env, worker_log)
@@ -1177,6 +1234,11 @@ def down() -> None:
         raise DeployError(f"some processes did not stop; records kept in {_shown(path)}")
     path.unlink()
     typer.echo(f"removed {_shown(path)}; logs stay in {_shown(path.parent)}")
+    if "worker" in processes:
+        typer.echo(
+            "scheduled runs that come due while no worker polls are skipped: the next "
+            "`make deploy` cancels them before its worker starts"
+        )
 
 
 @app.command()

@@ -20,6 +20,7 @@ import typer
 
 from fraud_detection.errors import EXIT_INTERRUPTED, EXIT_UNEXPECTED, FraudError, describe
 from fraud_detection.features import cli as features_cli
+from fraud_detection.labs import cli as labs_cli
 from fraud_detection.monitoring import cli as monitoring_cli
 from fraud_detection.operations import cli as operations_cli
 from fraud_detection.release import cli as release_cli
@@ -48,6 +49,7 @@ app.command("loadtest")(serving_quality_cli.loadtest_command)
 app.command("delivery-check")(serving_quality_cli.delivery_check_command)
 app.command("audit")(operations_cli.audit_command)
 app.command("health-report")(operations_cli.health_report_command)
+app.add_typer(labs_cli.app, name="lab")
 
 SCENARIOS = ("drift", "broken_feed")
 
@@ -104,10 +106,20 @@ def simulate(
         list[str] | None,
         typer.Option(help="Enable a scenario: drift or broken_feed (repeatable)."),
     ] = None,
-    drift_day: Annotated[int | None, typer.Option(help="Day index the drift starts.")] = None,
+    drift_day: Annotated[
+        int | None,
+        typer.Option(
+            help="Day the drift starts, counted from 0 (simulate prints days from 1: "
+            "--drift-day 15 is 'day 16/...')."
+        ),
+    ] = None,
     drift_kind: Annotated[str | None, typer.Option(help="fraud_pattern, spending or both.")] = None,
     broken_day: Annotated[
-        int | None, typer.Option(help="Day index of the corrupted partition.")
+        int | None,
+        typer.Option(
+            help="Day of the corrupted partition, counted from 0 (simulate prints days from "
+            "1: --broken-day 12 is 'day 13/...', marked 'broken feed')."
+        ),
     ] = None,
     corruption: Annotated[
         str | None,
@@ -213,17 +225,74 @@ def level0(
 
 
 @app.command()
-def info() -> None:
+def info(
+    path: Annotated[
+        bool, typer.Option("--path", help="Print only the state folder (for scripts, make).")
+    ] = False,
+) -> None:
     """Show the active profile and where its state lives."""
     from fraud_detection.config import load_profile, state_paths
 
     profile = load_profile()
+    if path:
+        _echo(str(profile.state_dir))
+        return
     paths = state_paths(profile)
     _echo(f"profile:        {profile.name}")
     _echo(f"state folder:   {profile.state_dir}")
     _echo(f"raw data:       {paths.raw}")
     _echo(f"labels:         {paths.labels}")
     _echo(f"MLflow:         {profile.mlflow_tracking_uri}")
+
+
+@app.command()
+def clean() -> None:
+    """Delete the active profile's state folder (data, models, runs, reports)."""
+    from fraud_detection.config import load_profile, removable_state_dir
+
+    state = removable_state_dir(load_profile().state_dir)
+    if not state.exists():
+        _echo(f"nothing to clean: {state} does not exist")
+        return
+    import shutil
+
+    shutil.rmtree(state)
+    _echo(f"deleted the state folder {state}; the next command recreates what it needs")
+
+
+@app.command("mlflow-ui")
+def mlflow_ui(
+    port: Annotated[
+        int, typer.Option(help="Port of the UI (make mlflow-ui MLFLOW_PORT=...).")
+    ] = 5000,
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+) -> None:
+    """The MLflow UI on the profile's tracking store (its state folder's SQLite file)."""
+    import subprocess
+
+    from fraud_detection.config import load_profile
+    from fraud_detection.doctor import port_free
+
+    profile = load_profile()
+    uri = profile.mlflow_tracking_uri
+    if uri.startswith(("http://", "https://")):
+        _echo(f"profile {profile.name!r} tracks to a server, which has its own UI: {uri}")
+        return
+    if not port_free(port, host):
+        raise FraudError(
+            f"port {port} on {host} is in use (an MLflow UI already running?): open "
+            f"http://{host}:{port}, or pick another port: make mlflow-ui MLFLOW_PORT={port + 1}"
+        )
+    from fraud_detection.registry import tracking
+
+    tracking.setup_mlflow(profile)  # creates the store; re-roots a copied state folder
+    _echo(f"MLflow UI on http://{host}:{port} for {uri}; Ctrl+C stops it")
+    mlflow = Path(sys.executable).with_name("mlflow")
+    command = [str(mlflow), "ui", "--backend-store-uri", uri, "--host", host, "--port", str(port)]
+    try:
+        subprocess.run(command, check=True)  # noqa: S603  (mlflow beside this Python, no shell)
+    except subprocess.CalledProcessError as exc:
+        raise FraudError(f"mlflow ui ended with exit code {exc.returncode}") from None
 
 
 stack_app = typer.Typer(

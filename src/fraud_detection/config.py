@@ -356,6 +356,9 @@ class MlflowSettings(_Section):
 
 class ServingSettings(_Section):
     api_key_required: bool = False
+    # What a challenger that passed its shadow window needs to become champion: nothing
+    # more (auto), or `fraud model approve` by a person (manual: the production profile).
+    release_approval: Literal["auto", "manual"] = "auto"
 
 
 class FeastSettings(_Section):
@@ -558,6 +561,31 @@ def load_profile(name: str | None = None, root: Path | None = None) -> Profile:
             f"(FRAUD_PROFILE__STATE_DIR) at a folder"
         )
     return profile.model_copy(update={"name": name, "state_dir": state_dir})
+
+
+def removable_state_dir(path: Path, root: Path | None = None) -> Path:
+    """``path`` if deleting it as a state folder (``fraud clean``) can only remove state.
+
+    Refused (:class:`PathError`): the file system's root, the home folder, the project
+    folder or any folder above it, and a folder holding a ``.git`` or a
+    ``pyproject.toml`` (a repository, not a state folder): a state_dir set by mistake
+    must not delete anything else.
+    """
+    path = path.expanduser().resolve()
+    project = (root or project_dir()).resolve()
+    why = None
+    if path == Path(path.anchor) or path == Path.home().resolve():
+        why = "it is the file system's root or the home folder"
+    elif path == project or path in project.parents:
+        why = f"it holds the project {project}"
+    elif (path / ".git").exists() or (path / "pyproject.toml").exists():
+        why = "it holds a repository (.git or pyproject.toml)"
+    if why:
+        raise PathError(
+            f"not deleting {path} as a state folder: {why}; point state_dir "
+            "(FRAUD_PROFILE__STATE_DIR) at the folder the project's state is in"
+        )
+    return path
 
 
 def check_state_dir(path: Path, flag: str = "--state-dir") -> Path:

@@ -499,3 +499,23 @@ def test_cli_rejects_nonsense_with_one_line_and_exit_2(
     assert "\n" not in err
     assert mentions in err
     assert not (tmp_path / "data").exists()
+
+
+def test_cli_simulate_marks_the_broken_day_by_its_printed_number(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given --broken-day 2, a day counted from 0
+    monkeypatch.setenv("FRAUD_PROJECT_DIR", str(ROOT))
+    args = ["simulate", "--days", "4", "--rows-per-day", "300", "--cards", "100"]
+    args += ["--merchants", "30", "--state-dir", str(tmp_path), "--scenario", "broken_feed"]
+    args += ["--broken-day", "2", "--corruption", "duplicate_ids"]
+    result = CliRunner().invoke(cli.app, args)
+    assert result.exit_code == 0, result.output
+    # Then the third day, printed "day 3/4", is the one marked, with the flag that made it
+    marked = [line for line in result.output.splitlines() if "broken feed" in line]
+    assert len(marked) == 1
+    assert marked[0].startswith("day 3/4 2026-01-03: ")
+    assert marked[0].endswith("<- broken feed (duplicate_ids): --broken-day 2")
+    # And the help says how days are counted
+    helped = CliRunner().invoke(cli.app, ["simulate", "--help"], terminal_width=200)
+    assert "counted from 0" in " ".join(helped.output.split())

@@ -852,6 +852,18 @@ def _clear_previous_run(paths: StatePaths) -> None:
         (paths.reference / name).unlink(missing_ok=True)
 
 
+def _scenario_note(config: SimulateConfig, day: int) -> str:
+    """What a scenario does on ``day`` (an index from 0), for the progress line, which
+    counts days from 1: the note names the index the flag or config key was given."""
+    notes = []
+    drift, broken = config.scenario.drift, config.scenario.broken_feed
+    if drift.enabled and day == drift.start_day:
+        notes.append(f"drift ({drift.kind}) starts: --drift-day {day}")
+    if broken.enabled and day == broken.day:
+        notes.append(f"broken feed ({broken.corruption}): --broken-day {day}")
+    return f"  <- {'; '.join(notes)}" if notes else ""
+
+
 def write_simulation(
     config: SimulateConfig,
     paths: StatePaths,
@@ -883,7 +895,10 @@ def write_simulation(
         total_rows += rows
         total_fraud += fraud
         if progress is not None:
-            progress(f"day {day + 1}/{config.days} {date}: {rows} rows, {fraud} fraud")
+            progress(
+                f"day {day + 1}/{config.days} {date}: {rows} rows, {fraud} fraud"
+                + _scenario_note(config, day)
+            )
     return SimulationSummary(
         rows=total_rows,
         days=config.days,

@@ -168,9 +168,14 @@ def run(
     ] = "on_demand",
     variant: Annotated[
         str,
-        typer.Option(help="normal, or a degraded challenger: shuffled_labels, drop_key_features."),
+        typer.Option(
+            help="normal, or a degraded challenger: shuffled_labels, drop_key_features "
+            "(an experiment: trained even when nothing new arrived)."
+        ),
     ] = "normal",
-    force: Annotated[bool, typer.Option(help="Retrain even if nothing new arrived.")] = False,
+    force: Annotated[
+        bool, typer.Option(help="Retrain a normal model even if nothing new arrived.")
+    ] = False,
     fail_on_gate: Annotated[
         bool,
         typer.Option(help="Exit 1 if a gate rejected a partition or the challenger (CI)."),

@@ -661,6 +661,13 @@ def last_trained_as_of(paths: StatePaths) -> str | None:
     return trained[-1] if trained else None
 
 
+def nothing_new(paths: StatePaths, as_of: str | None, variant: str) -> bool:
+    """Whether a run has nothing to train: a normal run whose data (``as_of``) the last
+    normal training already saw. A degraded variant (``shuffled_labels``,
+    ``drop_key_features``) is an experiment on the data as it is, never skipped."""
+    return variant == "normal" and last_trained_as_of(paths) == as_of
+
+
 def failed_gates(record: RunRecord) -> list[str]:
     """The gates that said no in this run, one line each (empty: every gate passed).
 
