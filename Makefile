@@ -133,7 +133,7 @@ typecheck: $(VENV)/.synced ## Type-check src/ (mypy)
 	@$(BIN)/mypy
 
 # Every benchmark runs, then the target fails naming those with a goal not met (or a crash).
-BENCHES := simulator validation value_skew feature_store ct serving production scaleout repro
+BENCHES := simulator validation value_skew feature_store ct serving production scaleout repro loadgen
 
 bench: $(VENV)/.synced ## Benchmarks, each against a baseline in the same run; results in benchmarks/results/; exit 1 if a goal is not met
 	@failed=""; for b in $(BENCHES); do \
@@ -214,6 +214,25 @@ test-services: $(VENV)/.synced ## Run the tests marked `services` (PostgreSQL, R
 
 serve: $(VENV)/.synced ## Serve the champion: POST /predict on http://127.0.0.1:8000 (docs at /docs; SERVE_PORT=... for another port); Ctrl+C stops
 	@$(FRAUD) serve --port $(SERVE_PORT)
+
+# ---- serving: load test ----
+# Locust, headless, against a running service (make serve in another shell): its users post
+# the newest raw day's transactions back to back (loadtests/locustfile.py). The HTML report
+# and the figures as JSON go to <state>/serving/loadtest/.
+.PHONY: loadtest
+LOAD_URL ?= http://127.0.0.1:$(SERVE_PORT)
+LOAD_USERS ?= 16
+LOAD_TIME ?= 30s
+
+loadtest: $(VENV)/.synced ## Load-test a running service with Locust (LOAD_URL, LOAD_USERS=16, LOAD_TIME=30s); report in <state>/serving/loadtest/
+	@$(BIN)/python -c "import socket, sys, urllib.parse as u; p = u.urlsplit(sys.argv[1]); socket.create_connection((p.hostname, p.port or 80), timeout=5)" "$(LOAD_URL)" 2>/dev/null || \
+	 { echo "error: no service answers at $(LOAD_URL): start one first (make serve), or point LOAD_URL=... at it" >&2; exit 2; }
+	@mkdir -p "$(STATE)/serving/loadtest"
+	@echo "Locust: $(LOAD_USERS) users for $(LOAD_TIME) against $(LOAD_URL) (POST /predict)"
+	@$(BIN)/locust -f loadtests/locustfile.py --host "$(LOAD_URL)" --headless -u $(LOAD_USERS) -r $(LOAD_USERS) \
+	   -t $(LOAD_TIME) --only-summary --loglevel WARNING --html "$(STATE)/serving/loadtest/report.html" \
+	   --json-file "$(STATE)/serving/loadtest/stats"
+	@echo "report: $(STATE)/serving/loadtest/report.html (figures: $(STATE)/serving/loadtest/stats.json)"
 
 # ---- serving: delivery checks ----
 # Google's model-delivery checks for the champion (docs/serving.md): it loads and predicts its

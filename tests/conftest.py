@@ -7,7 +7,9 @@ test is skipped with one line saying how to start it, unless ``FRAUD_REQUIRE_SER
 
 from __future__ import annotations
 
+import contextlib
 import os
+import socket
 from collections.abc import Iterator
 
 import pytest
@@ -19,6 +21,44 @@ START_REDIS = (
     "start Redis on 127.0.0.1:6379, e.g. `redis-server --daemonize yes --port 6379 "
     '--save ""` (docs/feature_store.md)'
 )
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now (for a server a test starts)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+MLFLOW_VARIABLES = (
+    "MLFLOW_TRACKING_URI",
+    "MLFLOW_REGISTRY_URI",
+    "MLFLOW_EXPERIMENT_ID",
+    "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR",
+)
+
+
+@contextlib.contextmanager
+def mlflow_isolated() -> Iterator[None]:
+    """Inside: no MLflow variable from the environment, so the code under test points
+    MLflow at the store of its own state folder. After: MLflow's URIs, its variables, its
+    active experiment and the project's tracking session as they were (MLflow has no
+    public way to unset the active experiment)."""
+    import mlflow
+
+    from fraud_detection.registry import tracking
+
+    old_tracking, old_registry = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
+    with pytest.MonkeyPatch.context() as patch:
+        for var in MLFLOW_VARIABLES:
+            patch.delenv(var, raising=False)
+        try:
+            yield
+        finally:
+            mlflow.set_tracking_uri(old_tracking)
+            mlflow.set_registry_uri(old_registry)
+            mlflow.tracking.fluent._active_experiment_id = None
+            tracking._session = None
 
 
 def service_unavailable(what: str, how: str) -> None:

@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.conftest import REDIS_HOST, REDIS_PORT, service_unavailable
+from tests.conftest import REDIS_HOST, REDIS_PORT, free_port, service_unavailable
 
 PG_HOST, PG_PORT = "127.0.0.1", 5432
 STACK_REDIS_DB = 14
@@ -29,12 +29,6 @@ START_POSTGRES = (
     "`pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start`"
 )
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class TcpProxy:

@@ -35,6 +35,8 @@ import httpx
 import pytest
 import yaml
 
+from tests.conftest import free_port
+
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -57,12 +59,6 @@ class Deployed:
     @property
     def api(self) -> str:
         return f"http://127.0.0.1:{self.port}/api"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _port_free(port: int) -> bool:
@@ -97,7 +93,7 @@ def deployed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployed]:
     env = {
         k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "FRAUD_", "MLFLOW_"))
     }
-    port = _free_port()
+    port = free_port()
     env |= {
         "FRAUD_PROFILE__STATE_DIR": str(state),
         "FRAUD_DEPLOY_PORT": str(port),
@@ -352,7 +348,7 @@ def release(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Release]:
     (state / "prefect").mkdir(parents=True)
     # The committed HEAD only: uncommitted edits in this working tree are not released.
     subprocess.run(["git", "clone", "--quiet", str(ROOT), str(repo)], check=True)
-    port = _free_port()
+    port = free_port()
     target = deploy.Target(api_url=f"http://127.0.0.1:{port}/api")
     env = {
         k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "FRAUD_", "MLFLOW_"))

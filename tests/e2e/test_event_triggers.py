@@ -19,7 +19,6 @@ monitoring calls for each signal it raises) and ``fraud simulate``.
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -28,6 +27,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from tests.conftest import free_port
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -107,12 +108,6 @@ class Server:
         return self.runs(deployment)
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     from pipelines.level2_cicd import deploy
@@ -124,7 +119,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     head = subprocess.run(
         ["git", "-C", str(ROOT), "rev-parse", "HEAD"], check=True, capture_output=True, text=True
     ).stdout.strip()
-    port = _free_port()
+    port = free_port()
     target = deploy.Target(api_url=f"http://127.0.0.1:{port}/api")
     env = {
         k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "FRAUD_", "MLFLOW_"))

@@ -22,6 +22,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.conftest import free_port
 from tests.e2e.test_ci_targets import ROOT, _docker_answers, make
 
 pytestmark = pytest.mark.e2e
@@ -136,12 +137,6 @@ def test_image_smoke_without_docker_says_so_in_one_line() -> None:
 # ------------------------------- what the image smoke test expects, on fraud serve itself
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 def _serve_env(state: Path, key: str | None) -> dict[str, str]:
     env = {
         k: v
@@ -173,7 +168,7 @@ def test_without_an_api_key_the_service_refuses_to_start(tmp_path: Path) -> None
 
 
 def test_on_an_empty_state_the_service_is_alive_but_not_ready(tmp_path: Path) -> None:
-    port = _free_port()
+    port = free_port()
     base = f"http://127.0.0.1:{port}"
     key = "empty-state-test-key"  # pragma: allowlist secret
     service = subprocess.Popen(

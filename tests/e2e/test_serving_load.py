@@ -21,7 +21,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -34,6 +33,7 @@ import pytest
 
 from fraud_detection.config import StatePaths
 from fraud_detection.serving.loadtest import bodies_from_state, run_loadtest
+from tests.conftest import free_port
 from tests.worlds import served_world
 
 pytestmark = [
@@ -62,16 +62,10 @@ def _env(paths: StatePaths, **extra: str) -> dict[str, str]:
     return {**env, "FRAUD_PROFILE__STATE_DIR": str(paths.root), "FEAST_USAGE": "False", **extra}
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @contextlib.contextmanager
 def serving(paths: StatePaths, log: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
     """``fraud serve`` on a free port; yields its base URL once ``/ready`` says 200."""
-    port = _free_port()
+    port = free_port()
     cmd = [sys.executable, "-m", "fraud_detection.cli", "serve", "--port", str(port)]
     with log.open("wb") as out:
         proc = subprocess.Popen(

@@ -26,6 +26,7 @@ import pytest
 from fraud_detection.config import project_dir
 from fraud_detection.registry import tracking
 from fraud_detection.training import ct
+from tests.conftest import mlflow_isolated
 
 pytestmark = [
     pytest.mark.integration,
@@ -116,20 +117,8 @@ tracking.promote(ctx.model_name, version, expected_champion=None, decision={"pro
 @pytest.fixture
 def state(tmp_path: Path) -> Iterator[Path]:
     """A state folder of its own; MLflow's URIs and environment restored after."""
-    import mlflow
-
-    root = tmp_path / "state"
-    old_tracking, old_registry = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
-    with pytest.MonkeyPatch.context() as patch:
-        for var in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "MLFLOW_EXPERIMENT_ID"):
-            patch.delenv(var, raising=False)
-        try:
-            yield root
-        finally:
-            mlflow.set_tracking_uri(old_tracking)
-            mlflow.set_registry_uri(old_registry)
-            mlflow.tracking.fluent._active_experiment_id = None  # no public way to unset
-            tracking._session = None
+    with mlflow_isolated():
+        yield tmp_path / "state"
 
 
 def _child(code: str, *args: str, log: Path) -> subprocess.Popen[bytes]:

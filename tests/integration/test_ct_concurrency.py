@@ -33,6 +33,7 @@ from fraud_detection.config import StatePaths, load_simulate_config, project_dir
 from fraud_detection.data.simulator import write_simulation
 from fraud_detection.registry import lineage, tracking
 from fraud_detection.training import ct
+from tests.conftest import mlflow_isolated
 
 pytestmark = [
     pytest.mark.integration,
@@ -160,21 +161,10 @@ def prefect_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 def state(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StatePaths]:
     """The simulated world in a fresh state folder; this process reads its MLflow store
     (URIs and session restored after the module)."""
-    import mlflow
-
     paths = StatePaths(root=tmp_path_factory.mktemp("ct_concurrency") / "state")
     write_simulation(load_simulate_config(overrides=WORLD), paths)
-    old_tracking, old_registry = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
-    with pytest.MonkeyPatch.context() as patch:
-        for var in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "MLFLOW_EXPERIMENT_ID"):
-            patch.delenv(var, raising=False)
-        try:
-            yield paths
-        finally:
-            mlflow.set_tracking_uri(old_tracking)
-            mlflow.set_registry_uri(old_registry)
-            mlflow.tracking.fluent._active_experiment_id = None  # no public way to unset
-            tracking._session = None
+    with mlflow_isolated():
+        yield paths
 
 
 # -------------------------------------------------------------------- helpers

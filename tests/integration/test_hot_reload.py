@@ -7,7 +7,6 @@ them: first to a good version 2, then to a version 3 whose model file is gone.
 from __future__ import annotations
 
 import logging
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -24,19 +23,13 @@ from fraud_detection.registry import tracking
 from fraud_detection.serving.app import create_app
 from fraud_detection.serving.schemas import requests_from_raw
 from fraud_detection.serving.settings import load_serving_config
+from tests.conftest import free_port
 from tests.worlds import served_world, train_version
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 MODEL = "fraud-detector"
 CLIENTS = 8
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +44,7 @@ def server(world: tuple[StatePaths, str]) -> Iterator[str]:
     paths, _ = world
     config = load_serving_config(overrides={"reload_interval_s": 0.5})
     app = create_app(paths.root, config=config)
-    port = _free_port()
+    port = free_port()
     server = uvicorn.Server(
         uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
     )

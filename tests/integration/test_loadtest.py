@@ -8,7 +8,6 @@ way the load generator reads an answer is exercised with known expected counts.
 from __future__ import annotations
 
 import json
-import socket
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -18,6 +17,7 @@ from typing import ClassVar
 import pytest
 
 from fraud_detection.serving.loadtest import LoadTestError, run_loadtest
+from tests.conftest import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -70,12 +70,6 @@ def _clear() -> None:
     _Handler.keys.clear()
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def test_counts_every_answer_by_status_and_cycles_the_bodies(server: str) -> None:
     bodies = [{"n": 0}, {"n": 1}, {"n": 2}, {"n": 3, "fail": True}]
 
@@ -119,7 +113,7 @@ def test_a_duration_bounded_run_stops_on_time(server: str) -> None:
 
 
 def test_refused_connections_are_transport_errors_not_answers() -> None:
-    url = f"http://127.0.0.1:{_free_port()}/predict"
+    url = f"http://127.0.0.1:{free_port()}/predict"
 
     result = run_loadtest(url, [{"n": 1}], concurrency=2, requests=6, duration_s=None)
 
@@ -143,37 +137,38 @@ def test_a_bad_url_is_a_user_error() -> None:
         run_loadtest("https://example.org/predict", [{"n": 1}], requests=1)
 
 
-def test_the_locustfile_posts_raw_transactions_each_with_an_id_of_its_own(
+def test_make_loadtest_runs_the_locustfile_on_raw_transactions_each_with_an_id_of_its_own(
     server: str, tmp_path: Path
 ) -> None:
     import os
     import subprocess
-    import sys
 
     from tests import worlds
 
     # Given a state folder with one raw day, and the small server standing for the API
     paths = worlds.simulate(tmp_path / "state", days=1, rows_per_day=60, cards=20, merchants=5)
-    locust = Path(sys.executable).parent / "locust"
     root = Path(__file__).resolve().parents[2]
     env = {
         **os.environ,
-        "FRAUD_PROFILE__STATE_DIR": str(paths.root),
         "FRAUD_LOADTEST_ROWS": "50",
         "FRAUD_API_KEY": "l0cust-k3y",  # pragma: allowlist secret
     }
-    # When Locust runs the project's locustfile headless for two seconds with 3 users
+    # When `make loadtest` runs Locust headless on that state for three seconds with 3 users
     done = subprocess.run(
-        [str(locust), "-f", str(root / "loadtests" / "locustfile.py"), "--host", server,
-         "--headless", "-u", "3", "-r", "3", "-t", "3s",
-         "--json-file", str(tmp_path / "run"), "--only-summary", "--loglevel", "WARNING"],
+        ["make", "-s", "-C", str(root), "loadtest", f"LOAD_URL={server}", "LOAD_USERS=3",
+         "LOAD_TIME=3s", f"STATE_DIR={paths.root}"],
         env=env, capture_output=True, text=True, timeout=120, check=False,
     )  # fmt: skip
 
+    # Then it says where its report is: Locust's HTML report and its figures as JSON
+    assert done.returncode == 0, done.stderr[-2000:]
+    folder = paths.root / "serving" / "loadtest"
+    assert f"report: {folder / 'report.html'}" in done.stdout, done.stdout
+    assert "<html" in (folder / "report.html").read_text()[:2000].lower()
     # Then it posted /predict bodies of the raw day, each with a transaction id of its own,
     # with the API key, and counted every answer
     assert done.returncode == 0, done.stderr[-2000:]
-    (stats,) = json.loads((tmp_path / "run.json").read_text())
+    (stats,) = json.loads((folder / "stats.json").read_text())
     sent = len(_Handler.seen)
     assert sent > 10
     assert (stats["method"], stats["name"]) == ("POST", "/predict")
@@ -184,3 +179,22 @@ def test_the_locustfile_posts_raw_transactions_each_with_an_id_of_its_own(
     assert {body["card_id"] for body in _Handler.seen} <= set(range(1, 10_000))
     assert {"amount", "merchant_id", "timestamp"} <= set(_Handler.seen[0])
     assert set(_Handler.keys) == {"l0cust-k3y"}  # pragma: allowlist secret
+
+
+def test_make_loadtest_without_a_service_says_how_to_start_one(tmp_path: Path) -> None:
+    import subprocess
+
+    root = Path(__file__).resolve().parents[2]
+    done = subprocess.run(
+        ["make", "-s", "-C", str(root), "loadtest", "LOAD_URL=http://127.0.0.1:9",
+         f"STATE_DIR={tmp_path / 'state'}"],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+
+    assert done.returncode != 0
+    lines = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert lines == [
+        "error: no service answers at http://127.0.0.1:9: start one first (make serve), "
+        "or point LOAD_URL=... at it"
+    ], done.stderr
+    assert not (tmp_path / "state" / "serving" / "loadtest").exists()

@@ -29,6 +29,7 @@ from fraud_detection.monitoring import monitor, served, signals
 from fraud_detection.registry import tracking
 from fraud_detection.serving import batch
 from fraud_detection.training import ct
+from tests.conftest import mlflow_isolated
 from tests.worlds import START, served_world, simulate
 
 pytestmark = [
@@ -67,22 +68,11 @@ class World:
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     """Twelve undrifted days, features, an online store and champion v1; MLflow and the
     environment restored after the module."""
-    import mlflow
-
     root = tmp_path_factory.mktemp("monitoring") / "state"
     root.mkdir()
-    old_tracking, old_registry = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
-    with pytest.MonkeyPatch.context() as patch:
-        for var in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "MLFLOW_EXPERIMENT_ID"):
-            patch.delenv(var, raising=False)
+    with mlflow_isolated(), pytest.MonkeyPatch.context() as patch:
         patch.setenv("FRAUD_PROFILE__STATE_DIR", str(root))
-        try:
-            yield World(served_world(root, days=FIRST_DAYS))
-        finally:
-            mlflow.set_tracking_uri(old_tracking)
-            mlflow.set_registry_uri(old_registry)
-            mlflow.tracking.fluent._active_experiment_id = None  # no public way to unset
-            tracking._session = None
+        yield World(served_world(root, days=FIRST_DAYS))
 
 
 def _runs(world: World) -> pd.DataFrame:

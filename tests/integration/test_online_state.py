@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -23,6 +22,7 @@ from fraud_detection.features.engineering import CATEGORICAL_FEATURES, MODEL_FEA
 from fraud_detection.serving.app import create_app
 from fraud_detection.serving.schemas import requests_from_raw
 from fraud_detection.serving.settings import load_serving_config
+from tests.conftest import free_port
 from tests.worlds import served_world, train_version
 
 pytestmark = pytest.mark.integration
@@ -215,13 +215,6 @@ def test_any_registered_classifier_serves(world: StatePaths, client: TestClient)
 # ------------------------------------------------------------------ Redis outage
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 class _RedisServer:
     """A private redis-server (the shared one must not go down under other tests)."""
 
@@ -268,7 +261,7 @@ def test_a_redis_outage_is_a_503_and_the_service_recovers_alone(
 
     if shutil.which("redis-server") is None:
         service_unavailable("redis-server is not installed", "apt-get install redis-server")
-    server = _RedisServer(_free_port())
+    server = _RedisServer(free_port())
     monkeypatch.setenv("FRAUD_PROFILE__FEAST__ONLINE_STORE", "redis")
     monkeypatch.setenv("FRAUD_PROFILE__FEAST__REDIS_CONNECTION_STRING", f"127.0.0.1:{server.port}")
     server.start()
@@ -386,7 +379,7 @@ def test_redis_restarted_under_a_30_s_load_errs_only_inside_the_outage(
 
     if shutil.which("redis-server") is None:
         service_unavailable("redis-server is not installed", "apt-get install redis-server")
-    server = _RedisServer(_free_port())
+    server = _RedisServer(free_port())
     monkeypatch.setenv("FRAUD_PROFILE__FEAST__ONLINE_STORE", "redis")
     monkeypatch.setenv("FRAUD_PROFILE__FEAST__REDIS_CONNECTION_STRING", f"127.0.0.1:{server.port}")
     server.start()

@@ -36,6 +36,7 @@ from fraud_detection.registry.tracking import (
     TrainingRun,
     register,
 )
+from tests.conftest import mlflow_isolated
 
 if TYPE_CHECKING:
     from mlflow.entities.model_registry import ModelVersion
@@ -126,24 +127,10 @@ def _log(name: str, seed: int) -> TrainingRun:
 @pytest.fixture(scope="module")
 def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Profile]:
     """One SQLite store for the module; MLflow's URIs and environment restored after."""
-    import mlflow
-
     profile = _profile(tmp_path_factory.mktemp("registry") / "state")
-    old_tracking, old_registry = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
-    with pytest.MonkeyPatch.context() as patch:
-        for var in (
-            "MLFLOW_TRACKING_URI",
-            "MLFLOW_REGISTRY_URI",
-            "MLFLOW_EXPERIMENT_ID",
-            "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR",
-        ):
-            patch.delenv(var, raising=False)  # restored (or removed) after the module
+    with mlflow_isolated():
         tracking.setup_mlflow(profile)
         yield profile
-        mlflow.set_tracking_uri(old_tracking)
-        mlflow.set_registry_uri(old_registry)
-        mlflow.tracking.fluent._active_experiment_id = None  # no public way to unset it
-        tracking._session = None
 
 
 @pytest.fixture(scope="module")

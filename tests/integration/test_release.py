@@ -7,7 +7,6 @@ before it); clients call ``/predict`` while the champion is rolled back with the
 from __future__ import annotations
 
 import json
-import socket
 import sys
 import threading
 import time
@@ -27,19 +26,13 @@ from fraud_detection.serving.app import create_app
 from fraud_detection.serving.schemas import requests_from_raw
 from fraud_detection.serving.settings import load_serving_config
 from fraud_detection.training import ct
+from tests.conftest import free_port
 from tests.worlds import served_world, train_version
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 MODEL = "fraud-detector"
 CLIENTS = 4
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +47,7 @@ def server(world: StatePaths) -> Iterator[str]:
     # A slow registry poll: only champion.json can make the switch within seconds.
     config = load_serving_config(overrides={"reload_interval_s": 60.0})
     app = create_app(world.root, config=config)
-    port = _free_port()
+    port = free_port()
     server = uvicorn.Server(
         uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
     )

@@ -21,7 +21,6 @@ import datetime as dt
 import logging
 import os
 import shutil
-import socket
 import sys
 import time
 from collections.abc import Iterator
@@ -46,6 +45,7 @@ from fraud_detection.validation.gate import (
     validate_raw_partitions,
 )
 from tests import worlds
+from tests.conftest import free_port, mlflow_isolated
 
 pytestmark = [
     pytest.mark.integration,
@@ -160,24 +160,11 @@ def test_features_build_on_the_cluster_writes_the_sequential_files(
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StatePaths]:
     """The broken world validated, featurized and a champion trained (MLflow restored)."""
-    import mlflow
-
-    from fraud_detection.registry import tracking
-
     root = tmp_path_factory.mktemp("scaleout-served")
-    old_tracking, old_registry = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
-    with pytest.MonkeyPatch.context() as patch:
-        for var in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "MLFLOW_EXPERIMENT_ID"):
-            patch.delenv(var, raising=False)
-        try:
-            paths = _world(root)
-            worlds.train_version(paths, promote=True)
-            yield paths
-        finally:
-            mlflow.set_tracking_uri(old_tracking)
-            mlflow.set_registry_uri(old_registry)
-            mlflow.tracking.fluent._active_experiment_id = None  # no public way to unset
-            tracking._session = None
+    with mlflow_isolated():
+        paths = _world(root)
+        worlds.train_version(paths, promote=True)
+        yield paths
 
 
 @pytest.mark.slow
@@ -264,18 +251,12 @@ def test_local_cluster_for_the_job_has_one_openmp_thread_per_worker() -> None:
         assert run.map(_omp_threads, [1, 2]) == ["1", "1"]
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def test_unreachable_scheduler_is_one_line_and_exit_2(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     # Given: eight partitions and a scheduler address nobody listens on
     _world(tmp_path)
-    address = f"tcp://127.0.0.1:{_free_port()}"
+    address = f"tcp://127.0.0.1:{free_port()}"
     monkeypatch.setenv("FRAUD_PROJECT_DIR", str(ROOT))
     monkeypatch.setenv(scaleout.ADDRESS_ENV, address)
     monkeypatch.setattr(scaleout, "CONNECT_TIMEOUT_S", 2)

@@ -20,6 +20,7 @@ import pytest
 from fraud_detection.config import Profile
 from fraud_detection.registry import lineage, tracking
 from fraud_detection.training import ct
+from tests.conftest import mlflow_isolated
 
 pytestmark = [
     pytest.mark.integration,
@@ -38,17 +39,9 @@ LINEAGE = lineage.lineage_tags(
 
 
 @pytest.fixture(autouse=True)
-def _mlflow_restored(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    import mlflow
-
-    for var in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "MLFLOW_EXPERIMENT_ID"):
-        monkeypatch.delenv(var, raising=False)
-    old_tracking, old_registry = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
-    yield
-    mlflow.set_tracking_uri(old_tracking)
-    mlflow.set_registry_uri(old_registry)
-    mlflow.tracking.fluent._active_experiment_id = None  # no public way to unset it
-    tracking._session = None
+def _mlflow_restored() -> Iterator[None]:
+    with mlflow_isolated():
+        yield
 
 
 def _profile(state: Path) -> Profile:
