@@ -3,7 +3,7 @@
 No runner executes them here, so these tests check what can be checked: actionlint passes;
 every ``run:`` step is ``make <target>`` with a target that exists, is listed by
 ``make help`` and is itself exercised (by ``.ci/run`` or by a named test); third-party
-actions are pinned to commit SHAs and listed in docs/level2.md; permissions are
+actions are pinned to commit SHAs and listed in docs/reference/level2.md; permissions are
 least-privilege; and the CI, CD and CT workflows have the shape docs/level2.md describes.
 """
 
@@ -247,9 +247,11 @@ def test_one_pin_per_action_and_all_listed_in_the_docs() -> None:
     actions = _pinned_actions()
     names = [ref.split("@")[0] for ref in actions]
     assert len(names) == len(set(names)), "an action is pinned to two different commits"
-    docs = (ROOT / "docs" / "level2.md").read_text()
+    docs = (ROOT / "docs" / "reference" / "level2.md").read_text()
     for ref, versions in actions.items():
-        assert f"{ref} # {next(iter(versions))}" in docs, f"docs/level2.md does not list {ref}"
+        assert f"{ref} # {next(iter(versions))}" in docs, (
+            f"docs/reference/level2.md does not list {ref}"
+        )
 
 
 # --------------------------------------------------------------------- permissions
