@@ -3,13 +3,15 @@
 For each lab, through the make targets: ``make lab-start LAB=n`` builds its state from
 nothing; ``make lab-check`` then fails with one hint line (``fraud lab check`` exits 1, which
 make reports as its own exit code 2); ``make lab-solve`` applies the reference solution;
-``make lab-check`` exits 0. The labs live in a temporary LABS_DIR, so the repository's own
-state/ is never touched.
+``make lab-check`` exits 0. Both check lines are the ones the lab's page quotes under "What
+you should see" (measured figures aside). The labs live in a temporary LABS_DIR, so the
+repository's own state/ is never touched.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import time
 from pathlib import Path
@@ -23,6 +25,21 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 ROOT = Path(__file__).resolve().parents[2]
 # What the issue asks of a lab's start on 2 cores, with room for a loaded CI machine.
 START_BUDGET_S = 240
+DECIMAL = re.compile(r"\d+\.\d+")
+USER = re.compile(r"\bby \S+@\S+")
+
+
+def essential(line: str, labs_dir: Path) -> str:
+    """A check line as a lab's page quotes it: the labs folder as a participant has it
+    (state/labs), the measured figures (decimals: a PR-AUC, a rate) and the user masked."""
+    line = line.strip().replace(str(labs_dir), "state/labs")
+    return DECIMAL.sub("<x>", USER.sub("by <user>", line))
+
+
+def quoted(lab: int, prefix: str, labs_dir: Path) -> list[str]:
+    """The lines of docs/workshop/lab-<lab>.md that start with ``prefix``, essential."""
+    page = (ROOT / "docs" / "workshop" / f"lab-{lab}.md").read_text()
+    return [essential(line, labs_dir) for line in page.splitlines() if line.startswith(prefix)]
 
 
 def make(target: str, lab: int, labs_dir: Path) -> tuple[subprocess.CompletedProcess[str], float]:
@@ -59,6 +76,11 @@ def test_a_lab_fails_its_check_until_solved(lab: int, tmp_path: Path) -> None:
     assert len(lines) == 1, before.stdout
     assert lines[0].startswith(f"lab {lab} not done: "), lines[0]
     assert "Traceback" not in before.stderr
+    # ... the line the lab's page shows
+    page = f"docs/workshop/lab-{lab}.md"
+    assert essential(lines[0], tmp_path) in quoted(lab, f"lab {lab} not done: ", tmp_path), (
+        f"{page} does not quote the check's line: {lines[0]}"
+    )
 
     # When its reference solution is applied, then the check passes
     solved, seconds = make("lab-solve", lab, tmp_path)
@@ -68,6 +90,9 @@ def test_a_lab_fails_its_check_until_solved(lab: int, tmp_path: Path) -> None:
     assert after.returncode == 0, after.stdout + after.stderr
     assert after.stdout.strip().splitlines() == [after.stdout.strip()]
     assert after.stdout.startswith(f"lab {lab} done: ")
+    assert quoted(lab, f"lab {lab} done: ", tmp_path) == [essential(after.stdout, tmp_path)], (
+        f"{page} does not quote the check's line: {after.stdout.strip()}"
+    )
 
 
 def test_a_lab_never_empties_a_folder_it_did_not_make(tmp_path: Path) -> None:
