@@ -319,7 +319,9 @@ def _feature_tests(ws: Workspace) -> tuple[int, str]:
         cwd=ws.repo, check=False,
     )  # fmt: skip
     failed = [line for line in result.stdout.splitlines() if line.startswith("FAILED")]
-    return result.returncode, failed[0].removeprefix("FAILED ") if failed else ""
+    # The test's id only: pytest appends " - <message>" where CI is set (no truncation)
+    test_id = failed[0].removeprefix("FAILED ").split(" - ", 1)[0] if failed else ""
+    return result.returncode, test_id
 
 
 def check_failing_test(ws: Workspace) -> Verdict:
