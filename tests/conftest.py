@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
+import sys
 from collections.abc import Iterator
 
 import pytest
@@ -59,6 +60,20 @@ def mlflow_isolated() -> Iterator[None]:
             mlflow.set_registry_uri(old_registry)
             mlflow.tracking.fluent._active_experiment_id = None
             tracking._session = None
+
+
+def fraud_in_process(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    """``fraud <args>`` in this process: exit code, stdout, stderr."""
+    from unittest.mock import patch
+
+    from fraud_detection.cli import main
+
+    capsys.readouterr()
+    with patch.object(sys, "argv", ["fraud", *args]), pytest.raises(SystemExit) as stopped:
+        main()
+    out, err = capsys.readouterr()
+    code = stopped.value.code
+    return (code if isinstance(code, int) else 0), out, err
 
 
 def service_unavailable(what: str, how: str) -> None:

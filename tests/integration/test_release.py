@@ -7,26 +7,23 @@ before it); clients call ``/predict`` while the champion is rolled back with the
 from __future__ import annotations
 
 import json
-import sys
 import threading
 import time
 from collections.abc import Iterator
 from typing import Any
-from unittest.mock import patch
 
 import httpx
 import pandas as pd
 import pytest
 import uvicorn
 
-from fraud_detection.cli import main
 from fraud_detection.config import StatePaths
 from fraud_detection.registry import tracking
 from fraud_detection.serving.app import create_app
 from fraud_detection.serving.schemas import requests_from_raw
 from fraud_detection.serving.settings import load_serving_config
 from fraud_detection.training import ct
-from tests.conftest import free_port
+from tests.conftest import fraud_in_process, free_port
 from tests.worlds import served_world, train_version
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -68,16 +65,6 @@ def bodies(world: StatePaths) -> list[dict[str, Any]]:
     return requests_from_raw(pd.read_parquet(last).head(300))
 
 
-def _fraud(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    """``fraud <args>`` in this process: exit code, stdout, stderr."""
-    capsys.readouterr()
-    with patch.object(sys, "argv", ["fraud", *args]), pytest.raises(SystemExit) as stopped:
-        main()
-    out, err = capsys.readouterr()
-    code = stopped.value.code
-    return (code if isinstance(code, int) else 0), out, err
-
-
 def _served(url: str) -> str:
     return str(httpx.get(f"{url}/ready", timeout=10).json()["model"]["model_version"])
 
@@ -115,7 +102,7 @@ def test_rollback_under_load_serves_the_previous_champion_without_a_failed_reque
     try:
         time.sleep(1.5)
         # When the champion is rolled back, naming no version
-        code, out, err = _fraud(
+        code, out, err = fraud_in_process(
             capsys,
             "model",
             "rollback",
@@ -160,7 +147,7 @@ def test_rollback_under_load_serves_the_previous_champion_without_a_failed_reque
     assert "@" in record["by"]
     assert all(r.outcome != "rolled back" for r in ct.read_records(world))
     # and rolling back again goes no further than what was champion before version 1
-    code, _, err = _fraud(
+    code, _, err = fraud_in_process(
         capsys, "model", "rollback", "--reason", "again", "--state-dir", str(world.root)
     )
     assert code == 2
@@ -187,7 +174,9 @@ def test_rollbacks_that_cannot_be_are_refused_in_one_line(
     }
     for expected, args in cases.items():
         # When a rollback to it is asked for
-        code, out, err = _fraud(capsys, "model", "rollback", *args, "--reason", "test", *state)
+        code, out, err = fraud_in_process(
+            capsys, "model", "rollback", *args, "--reason", "test", *state
+        )
         # Then it is refused in one line, with a non-zero exit
         assert code == 2, (args, out, err)
         assert len(err.strip().splitlines()) == 1, err
@@ -207,7 +196,7 @@ def test_a_challenger_is_champion_only_once_its_delivery_check_passes(
     # Given a challenger (registered, not promoted) that has not passed the model gate
     version = train_version(world, seed=4)
     assert str(tracking.challenger(MODEL).version) == version
-    code, _, err = _fraud(capsys, "model", "release", *state)
+    code, _, err = fraud_in_process(capsys, "model", "release", *state)
     # Then it is not released
     assert code == 2, err
     assert "did not pass the model gate" in err
@@ -218,7 +207,7 @@ def test_a_challenger_is_champion_only_once_its_delivery_check_passes(
     monkeypatch.setenv("FRAUD_SERVING__DELIVERY__WARMUP_S", "0.2")
     monkeypatch.setenv("FRAUD_SERVING__DELIVERY__MIN_QPS", "1e9")
     # When it is released
-    code, out, err = _fraud(capsys, "model", "release", *state)
+    code, out, err = fraud_in_process(capsys, "model", "release", *state)
     # Then its delivery check fails, and it never takes traffic: it stays challenger
     assert code == 1, out + err
     assert "min_qps" in out
@@ -234,7 +223,7 @@ def test_a_challenger_is_champion_only_once_its_delivery_check_passes(
 
     # When the budgets are met
     monkeypatch.setenv("FRAUD_SERVING__DELIVERY__MIN_QPS", "1")
-    code, out, err = _fraud(capsys, "model", "release", *state)
+    code, out, err = fraud_in_process(capsys, "model", "release", *state)
     # Then it becomes the champion, and the live service follows
     assert code == 0, out + err
     assert f"released: version {version} is the champion" in out

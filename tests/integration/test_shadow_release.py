@@ -12,25 +12,23 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
-from unittest.mock import patch
 
 import numpy as np
 import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
 
-from fraud_detection.cli import main
 from fraud_detection.config import StatePaths
 from fraud_detection.registry import tracking
 from fraud_detection.serving.app import create_app
 from fraud_detection.serving.delivery import Check, DeliveryReport
 from fraud_detection.serving.schemas import requests_from_raw
 from fraud_detection.serving.settings import load_serving_config
+from tests.conftest import fraud_in_process
 from tests.worlds import served_world, train_version
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -80,16 +78,6 @@ def _await_shadow(client: TestClient, version: str) -> None:
         time.sleep(0.1)
 
 
-def _fraud(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    """``fraud <args>`` in this process: exit code, stdout, stderr."""
-    capsys.readouterr()
-    with patch.object(sys, "argv", ["fraud", *args]), pytest.raises(SystemExit) as stopped:
-        main()
-    out, err = capsys.readouterr()
-    code = stopped.value.code
-    return (code if isinstance(code, int) else 0), out, err
-
-
 def _delivery(passed: bool) -> Any:
     """A delivery check that reports ``passed`` for the challenger, without running."""
 
@@ -129,7 +117,7 @@ def _release(
     """Gate-approved ``version`` through ``fraud model release`` with the given delivery."""
     tracking.set_version_tags(MODEL, version, {"gate.promote": "true"})
     monkeypatch.setattr("fraud_detection.release.challenger.run_delivery_check", _delivery(passed))
-    return _fraud(capsys, "model", "release", "--state-dir", str(world.root))
+    return fraud_in_process(capsys, "model", "release", "--state-dir", str(world.root))
 
 
 def _inverted(frame: pd.DataFrame) -> Any:
@@ -216,7 +204,9 @@ def test_disagreement_in_shadow_blocks_promotion_and_a_failing_challenger_fails_
     assert (rows["shadow_ms"] >= 0).all()
     assert set(rows["status"]) == {200}
     # When the shadow window is judged
-    code, out, err = _fraud(capsys, "model", "shadow-check", "--state-dir", str(world.root))
+    code, out, err = fraud_in_process(
+        capsys, "model", "shadow-check", "--state-dir", str(world.root)
+    )
     # Then the challenger is blocked, the reason in one line naming the agreement
     assert code == 1, out + err
     assert len(err.strip().splitlines()) == 1, err
@@ -264,14 +254,14 @@ def test_agreement_awaits_approval_in_production_then_approve_promotes_it(
         # When fewer requests than the window are scored, the check waits
         for body in bodies[:20]:
             assert client.post("/predict", json=body).status_code == 200
-    code, out, err = _fraud(capsys, "model", "shadow-check", *state)
+    code, out, err = fraud_in_process(capsys, "model", "shadow-check", *state)
     assert code == 0, out + err
     assert f"still in shadow: shadow window not full: 20 of min_requests {WINDOW}" in out
     # When the whole window is scored
     with serving(world) as client:
         for body in bodies[20 : WINDOW + 10]:
             assert client.post("/predict", json=body).json()["model_version"] == champion
-    code, out, err = _fraud(capsys, "model", "shadow-check", *state)
+    code, out, err = fraud_in_process(capsys, "model", "shadow-check", *state)
     # Then it passed, and awaits approval: nothing moved
     assert code == 0, out + err
     assert f"awaiting approval: version {version} passed its shadow window" in out
@@ -279,13 +269,13 @@ def test_agreement_awaits_approval_in_production_then_approve_promotes_it(
     assert _champion() == champion
     assert tracking.version_info(MODEL, version)["tags"]["release.stage"] == "awaiting_approval"
     # When a version other than the challenger is approved, it is refused
-    code, _, err = _fraud(
+    code, _, err = fraud_in_process(
         capsys, "model", "approve", "--version", champion, "--reason", "x", *state
     )
     assert code == 2, err
     assert "is not the challenger" in err
     # When it is approved
-    code, out, err = _fraud(
+    code, out, err = fraud_in_process(
         capsys, "model", "approve", "--version", version, "--reason", "shadow clean", *state
     )
     # Then it is the champion, audited on the version and in the ledger
@@ -333,7 +323,9 @@ def test_agreement_promotes_automatically_in_level_1_and_a_canary_answers_its_sh
     ) + sum(p["model_version"] == version for p in batch["predictions"])
     assert (canary["shadow_version"] == champion).all()
     # When the window is judged (local profile: automatic promotion)
-    code, out, err = _fraud(capsys, "model", "shadow-check", "--state-dir", str(world.root))
+    code, out, err = fraud_in_process(
+        capsys, "model", "shadow-check", "--state-dir", str(world.root)
+    )
     # Then the challenger is the champion
     assert code == 0, out + err
     assert f"promoted: version {version} is the champion (shadow agreement 1.000" in out
