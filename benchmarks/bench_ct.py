@@ -4,7 +4,7 @@ For 100k transactions (10 days x 10,000 rows, 5,000 cards, 500 merchants) and 1M
 (20 days x 50,000 rows, 50,000 cards, 5,000 merchants), labels 3 days late, each repeat
 simulates one world (``write_simulation``) and copies it into two fresh state folders:
 
-1. **plain**: the steps of ``_run`` in ``pipelines/level1_continuous_training/flows.py``
+1. **plain**: the steps of ``_run`` in ``fraud_detection.orchestration.flows``
    called directly in the same order (``fraud_detection.training.ct``: pending partitions,
    the data gate per day, update features, as of, MLflow setup and champion lookup, build
    and validate the training set, fit, evaluate, figures + log and register, model gate,
@@ -195,7 +195,7 @@ def import_heavy() -> dict[str, float]:
         timings[name] = round(time.perf_counter() - started, 2)
     started = time.perf_counter()
     load_flows()
-    timings["pipelines...flows"] = round(time.perf_counter() - started, 2)
+    timings["fraud_detection.orchestration.flows"] = round(time.perf_counter() - started, 2)
     for module in (
         "fraud_detection.validation.gate",
         "fraud_detection.features.store",

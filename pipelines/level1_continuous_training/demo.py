@@ -351,8 +351,8 @@ def main(argv: list[str] | None = None) -> int:
         with warnings.catch_warnings():
             _reset_shared(profile, paths)
     prefect_environment(state)
+    from fraud_detection.orchestration import flows
     from fraud_detection.training.ct import read_records, records_table
-    from pipelines.level1_continuous_training import flows
 
     print(f"simulating the first {FIRST_DAYS} days into {state}")
     _simulate(paths, FIRST_DAYS)
@@ -501,12 +501,12 @@ def _show_shadow(service: LiveService, state: Path, paths: StatePaths, day: int)
     the champion; ``fraud model shadow-check`` promotes it on their agreement (level 1:
     no approval)."""
     from fraud_detection.errors import FraudError
+    from fraud_detection.orchestration import flows
     from fraud_detection.registry import tracking
     from fraud_detection.release.challenger import release_challenger
     from fraud_detection.release.promotion import shadow_check
     from fraud_detection.serving.settings import load_serving_config
     from fraud_detection.training.ct import context
-    from pipelines.level1_continuous_training import flows
 
     before, began = service.version(), time.perf_counter()
     print(

@@ -439,7 +439,7 @@ def test_deployed_runs_record_the_deployed_commit_then_the_next(release: Release
     assert str(ROOT / "src") not in package[0], package
 
     # Given a new commit that changes the sensor's code, deployed
-    flows = release.repo / "pipelines" / "level1_continuous_training" / "flows.py"
+    flows = release.repo / "src" / "fraud_detection" / "orchestration" / "flows.py"
     flows.write_text(flows.read_text().replace(NOTHING_NEW, NOTHING_NEW + " (release 2)"))
     release.git("commit", "--quiet", "-am", "release 2")
     second = release.git("rev-parse", "HEAD")

@@ -17,9 +17,9 @@ import pandas as pd
 import pytest
 
 from fraud_detection.config import StatePaths, load_profile
+from fraud_detection.orchestration import flows
 from fraud_detection.training import ct
 from fraud_detection.training.settings import load_train_config
-from pipelines.level1_continuous_training import flows
 from tests.unit.frames import simulated_training_frame
 
 pytestmark = pytest.mark.integration

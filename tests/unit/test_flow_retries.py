@@ -8,7 +8,7 @@ from prefect.states import Failed
 from fraud_detection.config import ConfigError
 from fraud_detection.errors import FraudError, ServiceUnavailableError
 from fraud_detection.features.online import OnlineStoreError
-from pipelines.level1_continuous_training import flows
+from fraud_detection.orchestration import flows
 
 pytestmark = pytest.mark.unit
 

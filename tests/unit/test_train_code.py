@@ -14,9 +14,9 @@ from typing import Any
 
 import pytest
 
+from fraud_detection.orchestration import flows
 from fraud_detection.training import ct
 from fraud_detection.training.settings import load_train_config
-from pipelines.level1_continuous_training import flows
 
 pytestmark = pytest.mark.unit
 

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import contextlib
-import importlib
 import json
 import logging
 import os
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -131,15 +129,11 @@ def flow_failure(what: str, state: Path) -> Iterator[None]:
 
 
 def load_flows() -> Any:
-    """The level-1 flows module (``pipelines/`` sits beside ``src/``, not inside it)."""
-    from fraud_detection.config import project_dir
+    """The level-1 flows module, imported on first use (Prefect's import takes seconds)."""
+    from fraud_detection.orchestration import flows
 
-    root = str(project_dir())
-    if root not in sys.path:
-        sys.path.insert(0, root)
-    module = importlib.import_module("pipelines.level1_continuous_training.flows")
     _console_without_tracebacks()
-    return module
+    return flows
 
 
 def _state(state_dir: Path | None) -> Path:
@@ -321,7 +315,7 @@ def train_command(
         typer.echo(line)
     evals = ct.evaluate(ctx, model, training)
     _, holdout = split_holdout(pd.read_parquet(training.path), ctx.train.holdout_days)
-    run = tracking.log_training_run(
+    logged = tracking.log_training_run(
         model=model,
         params={"model": ctx.train.model.model_dump(), "holdout_days": ctx.train.holdout_days},
         metrics=evals.challenger.metrics(),
@@ -353,7 +347,7 @@ def train_command(
             f"PR-AUC {evals.champion.pr_auc:.3f}"
         )
     typer.echo(
-        f"  MLflow run {run.run_id} in experiment {ctx.profile.mlflow.experiment!r} "
+        f"  MLflow run {logged.run_id} in experiment {ctx.profile.mlflow.experiment!r} "
         f"(`make mlflow-ui`); nothing registered"
     )
 

@@ -1,6 +1,6 @@
 """The steps of continuous training (CT), each one function with its I/O at the edges.
 
-The Prefect flow (``pipelines/level1_continuous_training/flows.py``), the CLI
+The Prefect flow (``fraud_detection.orchestration.flows``), the CLI
 (``fraud ct run``, ``fraud train``) and the DVC stages call these, so every way of
 running the pipeline runs the same code. Pure logic stays in ``model``, ``evaluation``
 and ``gate``; this module reads and writes: raw partitions, feature tables, MLflow.
