@@ -174,7 +174,7 @@ def import_heavy() -> dict[str, float]:
     """Import what both paths use, timed: no measured run pays a first import."""
     import importlib
 
-    from fraud_detection.training.cli import load_flows
+    from fraud_detection.orchestration.local import load_flows
 
     timings = {}
     for name in (
@@ -354,7 +354,7 @@ def _steps(seconds: dict[str, float]) -> dict[str, Any]:
 
 def plain_run(state: Path) -> dict[str, Any]:
     """``_run`` of flows.py (and ``ct_flow``'s record keeping) as direct calls, in ``state``."""
-    from fraud_detection.registry import tracking
+    from fraud_detection.registry import runs, tracking
     from fraud_detection.training import ct
 
     os.environ["FRAUD_PROFILE__STATE_DIR"] = str(state)
@@ -362,7 +362,7 @@ def plain_run(state: Path) -> dict[str, Any]:
     clock = Clock()
     started = time.perf_counter()
     ctx = ct.context(str(state))
-    record = ct.RunRecord(trigger=TRIGGER, started_at=dt.datetime.now(dt.UTC).isoformat())
+    record = runs.RunRecord(trigger=TRIGGER, started_at=dt.datetime.now(dt.UTC).isoformat())
     try:
         pending = ct.pending_partitions(ctx.paths)
         outcomes = {day: ct.validate_partition(ctx.paths, day) for day in pending}
@@ -373,7 +373,7 @@ def plain_run(state: Path) -> dict[str, Any]:
         tracking.setup_mlflow(ctx.profile)
         current = tracking.champion(ctx.model_name)
         record.champion_version = None if current is None else str(current.version)
-        if ct.last_trained_as_of(ctx.paths) == record.as_of:
+        if runs.last_trained_as_of(ctx.paths) == record.as_of:
             raise RuntimeError("a fresh state folder was already trained: cannot happen")
         ct.update_features(ctx.paths, gate.accepted)
         path = ct.build_training_set(ctx, when)
@@ -411,9 +411,9 @@ def plain_run(state: Path) -> dict[str, Any]:
     except Exception as exc:
         record.outcome = "failed"
         record.reasons = [f"{type(exc).__name__}: {exc}".splitlines()[0]]
-        ct.append_record(ctx.paths, record.finish(started))
+        runs.append_record(ctx.paths, record.finish(started))
         return {**clock.read(), **_steps(TIMER.take()), "outcome": "failed", "error": _error(exc)}
-    ct.append_record(ctx.paths, record.finish(started))
+    runs.append_record(ctx.paths, record.finish(started))
     return {
         **clock.read(),
         **_steps(TIMER.take()),
@@ -452,13 +452,14 @@ def flow_run(flows: Any, state: Path) -> dict[str, Any]:
 
 def noop_check(state: Path) -> tuple[float, bool]:
     """The plain "anything new?" check: pending partitions, as of, last trained as of."""
+    from fraud_detection.registry import runs
     from fraud_detection.training import ct
 
     started = time.perf_counter()
     ctx = ct.context(str(state))
     pending = ct.pending_partitions(ctx.paths)
     when = ct.as_of(ctx.paths)
-    nothing_new = not pending and ct.last_trained_as_of(ctx.paths) == when.isoformat()
+    nothing_new = not pending and runs.last_trained_as_of(ctx.paths) == when.isoformat()
     seconds = time.perf_counter() - started
     TIMER.take()
     return seconds, nothing_new
@@ -477,7 +478,7 @@ def worker_main(kind: str, tmp: Path) -> int:
     import contextlib
 
     os.environ.setdefault("FRAUD_PROJECT_DIR", str(ROOT))
-    from fraud_detection.training.cli import prefect_environment
+    from fraud_detection.orchestration.local import prefect_environment
 
     prefect_environment(tmp)  # Prefect's home, database and results for this process
     ready: dict[str, Any] = {"threads": {k: os.environ.get(k) for k in THREAD_VARS}}
@@ -485,7 +486,7 @@ def worker_main(kind: str, tmp: Path) -> int:
         ready["imports_seconds"] = import_heavy()
         quiet_warnings()
         TIMER.install()
-        from fraud_detection.training.cli import load_flows
+        from fraud_detection.orchestration.local import load_flows
 
         flows = load_flows()
         if kind == "flow":

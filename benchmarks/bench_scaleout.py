@@ -153,8 +153,9 @@ def import_libraries() -> dict[str, float]:
 def gate_and_features(root: Path, run: Any = None) -> dict[str, Any]:
     """The data gate on every partition, then every accepted day's feature tables."""
     from fraud_detection.config import StatePaths
+    from fraud_detection.data.ledger import raw_partition_days
     from fraud_detection.training import ct
-    from fraud_detection.validation.gate import raw_partition_days, validate_raw_partitions
+    from fraud_detection.validation.gate import validate_raw_partitions
 
     paths = StatePaths(root=root)
     days = raw_partition_days(paths)

@@ -1115,7 +1115,7 @@ def measure_batch(state: Path) -> dict[str, Any] | None:
     except ImportError:
         return None
     from fraud_detection.config import load_profile, state_paths
-    from fraud_detection.validation.gate import accepted_days
+    from fraud_detection.data.ledger import accepted_days
 
     os.environ["FRAUD_PROFILE__STATE_DIR"] = str(state)
     target = int(os.environ.get("BENCH_BATCH_ROWS", BATCH_ROWS))

@@ -106,12 +106,9 @@ def run(rows: int) -> dict[str, Any]:
 
     import_s = time.perf_counter() - started
 
+    from fraud_detection.data.ledger import partition_path
     from fraud_detection.validation import gate as gate_module
-    from fraud_detection.validation.gate import (
-        partition_path,
-        read_partition,
-        validate_raw_partition,
-    )
+    from fraud_detection.validation.gate import read_partition, validate_raw_partition
     from fraud_detection.validation.settings import ValidationConfig
     from fraud_detection.validation.values import (
         id_hashes,

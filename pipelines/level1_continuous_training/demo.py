@@ -336,7 +336,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
     from fraud_detection import stack
-    from fraud_detection.training.cli import prefect_environment
+    from fraud_detection.orchestration.local import prefect_environment
 
     paths = StatePaths(root=state)
     started = time.perf_counter()
@@ -352,7 +352,7 @@ def main(argv: list[str] | None = None) -> int:
             _reset_shared(profile, paths)
     prefect_environment(state)
     from fraud_detection.orchestration import flows
-    from fraud_detection.training.ct import read_records, records_table
+    from fraud_detection.registry.runs import read_records, records_table
 
     print(f"simulating the first {FIRST_DAYS} days into {state}")
     _simulate(paths, FIRST_DAYS)

@@ -138,7 +138,7 @@ def _environment(state: Path, target: Target, release: Release | None = None) ->
     ``fraud ct run``; every process talks to ``target``; flow runs use this state folder;
     ``prefect deploy`` pins ``release`` in the pull step (prefect.yaml's build steps).
     """
-    from fraud_detection.training.cli import prefect_environment
+    from fraud_detection.orchestration.local import prefect_environment
 
     prefect_environment(state)
     env = dict(os.environ)
@@ -939,7 +939,7 @@ def _stop_hint(processes: Mapping[str, Any]) -> str:
 def _ct_record(state: Path, since: str) -> Any | None:
     """The CT run record the on-demand run appended (after ``since``)."""
     from fraud_detection.config import StatePaths
-    from fraud_detection.training.ct import read_records
+    from fraud_detection.registry.runs import read_records
 
     records = [
         r

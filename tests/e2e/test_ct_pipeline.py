@@ -34,7 +34,7 @@ from fraud_detection.config import StatePaths, load_simulate_config
 from fraud_detection.data.simulator import write_simulation
 from fraud_detection.features import store
 from fraud_detection.monitoring import signals
-from fraud_detection.registry import lineage, tracking
+from fraud_detection.registry import lineage, runs, tracking
 from fraud_detection.training import ct
 
 pytestmark = [
@@ -99,8 +99,8 @@ class World:
             pytest.skip(f"needs the {name!r} step earlier in this module (run it in order)")
         return self.seen[name]
 
-    def records(self) -> list[ct.RunRecord]:
-        return ct.read_records(self.paths)
+    def records(self) -> list[runs.RunRecord]:
+        return runs.read_records(self.paths)
 
 
 def _day(index: int) -> dt.date:
@@ -115,7 +115,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     from prefect.settings import PREFECT_HOME, PREFECT_LOCAL_STORAGE_PATH, temporary_settings
     from prefect.testing.utilities import prefect_test_harness
 
-    from fraud_detection.training.cli import load_flows
+    from fraud_detection.orchestration.local import load_flows
 
     root = tmp_path_factory.mktemp("ct_e2e") / "state"
     root.mkdir()
@@ -358,7 +358,7 @@ def test_5_drift_signal_retrains_without_new_data_once(world: World) -> None:
     world.step("first")
     runs_before = len(world.records())
     versions_before = _versions(world)
-    last_trained = ct.last_trained_as_of(world.paths)
+    last_trained = runs.last_trained_as_of(world.paths)
 
     # No signal pending: nothing happens
     assert world.flows.signal_trigger(state_dir=world.state_dir) is None

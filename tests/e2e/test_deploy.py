@@ -155,7 +155,7 @@ def test_make_deploy_registers_every_deployment_and_runs_ct(deployed: Deployed) 
     from mlflow import MlflowClient
 
     from fraud_detection.config import StatePaths, load_profile
-    from fraud_detection.training.ct import read_records
+    from fraud_detection.registry.runs import read_records
 
     (record,) = [
         r for r in read_records(StatePaths(root=deployed.state)) if r.trigger == "on_demand"
@@ -205,7 +205,7 @@ def test_a_drift_event_starts_ct_that_retrains_without_new_data(deployed: Deploy
 
     from fraud_detection.config import StatePaths
     from fraud_detection.monitoring import signals
-    from fraud_detection.training.ct import read_records
+    from fraud_detection.registry.runs import read_records
     from pipelines.level2_cicd import deploy
 
     if deployed.result.returncode != 0:

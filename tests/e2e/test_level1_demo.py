@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from fraud_detection.config import StatePaths, project_dir
-from fraud_detection.training.ct import RunRecord, read_records
+from fraud_detection.registry.runs import RunRecord, read_records
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(1800)]
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from fraud_detection.registry import tracking
+from fraud_detection.registry import runs, tracking
 from fraud_detection.training import ct
 from tests.worlds import simulate
 
@@ -63,7 +63,7 @@ def state(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 
 
 def test_a_version_that_passes_the_gate_stays_challenger_until_released(state: Path) -> None:
-    from fraud_detection.training.cli import load_flows
+    from fraud_detection.orchestration.local import load_flows
 
     # When CT runs with staged release on
     record = load_flows().ct_flow(trigger="on_demand", state_dir=str(state))
@@ -79,4 +79,4 @@ def test_a_version_that_passes_the_gate_stays_challenger_until_released(state: P
     assert str(challenger.version) == "1"
     assert challenger.tags["gate.promote"] == "true"
     # and the run is no failed gate (a CI job stays green)
-    assert ct.failed_gates(ct.read_records(ct.context(state).paths)[-1]) == []
+    assert runs.failed_gates(runs.read_records(ct.context(state).paths)[-1]) == []

@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 
 from fraud_detection.config import project_dir
-from fraud_detection.registry import tracking
+from fraud_detection.registry import runs, tracking
 from fraud_detection.training import ct
 from tests.conftest import mlflow_isolated
 
@@ -201,13 +201,13 @@ def test_a_promotion_whose_process_died_right_after_is_recorded_at_the_next_star
     champion = tracking.champion(ctx.model_name)
     assert champion is not None
     assert str(champion.version) == "1"
-    assert ct.read_records(ctx.paths) == []  # no record of the promotion
+    assert runs.read_records(ctx.paths) == []  # no record of the promotion
 
     # When the next run starts
     lines = ct.recover(ctx)
 
     # Then the promotion is recorded, marked as reconciled, and said in one line
-    (record,) = ct.read_records(ctx.paths)
+    (record,) = runs.read_records(ctx.paths)
     assert record.outcome == "promoted"
     assert record.champion_version == record.challenger_version == "1"
     assert record.model_gate == "promoted v1 (reconciled after a crash)"
@@ -221,7 +221,7 @@ def test_a_promotion_whose_process_died_right_after_is_recorded_at_the_next_star
 
     # And the next start does not record it twice
     assert ct.recover(ctx) == []
-    assert len(ct.read_records(ctx.paths)) == 1
+    assert len(runs.read_records(ctx.paths)) == 1
 
 
 def test_a_promotion_by_a_live_process_is_left_for_it_to_record(state: Path) -> None:
@@ -262,4 +262,4 @@ def test_a_promotion_by_a_live_process_is_left_for_it_to_record(state: Path) -> 
 
     # When another run starts meanwhile, nothing is reconciled: the promoter still runs
     assert ct.recover(ctx) == []
-    assert ct.read_records(ctx.paths) == []
+    assert runs.read_records(ctx.paths) == []

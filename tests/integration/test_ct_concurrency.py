@@ -31,7 +31,7 @@ import pytest
 
 from fraud_detection.config import StatePaths, load_simulate_config, project_dir
 from fraud_detection.data.simulator import write_simulation
-from fraud_detection.registry import lineage, tracking
+from fraud_detection.registry import lineage, runs, tracking
 from fraud_detection.training import ct
 from tests.conftest import mlflow_isolated
 
@@ -276,7 +276,7 @@ def test_run_killed_while_registering_is_never_champion_and_the_rerun_completes(
     assert orphan.tags.get(lineage.GIT_COMMIT_TAG)  # the lineage itself was written
     assert not orphan.aliases
     assert tracking.champion(name) is None
-    assert ct.read_records(state) == []
+    assert runs.read_records(state) == []
 
     # When: CT runs again
     rerun_log = tmp_path / "rerun.log"
@@ -284,7 +284,7 @@ def test_run_killed_while_registering_is_never_champion_and_the_rerun_completes(
     assert _wait(rerun, rerun_log) == 0, _tail(rerun_log)
 
     # Then: it completes and promotes its own, complete version; the orphan stays out
-    (record,) = ct.read_records(state)
+    (record,) = runs.read_records(state)
     assert record.outcome == "promoted", record
     assert record.data_gate == "no new partition"  # the killed run's verdicts were kept
     assert record.challenger_version == "2"
@@ -300,7 +300,7 @@ def test_two_concurrent_runs_promote_exactly_one_champion(
     name, before = _registry(state)
     current = tracking.champion(name)
     expected = None if current is None else str(current.version)
-    runs_before = len(ct.read_records(state))
+    runs_before = len(runs.read_records(state))
     barrier = tmp_path / "barrier"
     barrier.mkdir()
 
@@ -333,7 +333,7 @@ def test_two_concurrent_runs_promote_exactly_one_champion(
     assert codes == [0, 0], "\n\n".join(_tail(log) for log in logs)
 
     # Then: both registered a version; exactly one became champion
-    records = ct.read_records(state)[runs_before:]
+    records = runs.read_records(state)[runs_before:]
     assert len(records) == 2, records
     new_versions = sorted((r.challenger_version for r in records), key=lambda v: int(str(v)))
     _, after = _registry(state)

@@ -20,6 +20,7 @@ import pytest
 from typer.testing import CliRunner
 
 from fraud_detection.config import SCHEMA_CORRUPTIONS, SimulateConfig, StatePaths
+from fraud_detection.data.ledger import accepted_days, partition_path, partition_status
 from fraud_detection.data.schema import TRANSACTION_COLUMNS
 from fraud_detection.data.simulator import build_world, corrupt, simulate_day, write_simulation
 from fraud_detection.features.engineering import (
@@ -33,10 +34,7 @@ from fraud_detection.validation.gate import (
     DataValidationError,
     PartitionNotFoundError,
     ValidationOutcome,
-    accepted_days,
     data_docs_index,
-    partition_path,
-    partition_status,
     validate_raw_partition,
     validate_training_set,
 )

@@ -10,9 +10,10 @@ from typer.testing import CliRunner
 
 from fraud_detection.cli import app
 from fraud_detection.config import StatePaths, load_simulate_config
+from fraud_detection.data.ledger import accepted_days
 from fraud_detection.data.simulator import write_simulation
 from fraud_detection.features import store
-from fraud_detection.validation.gate import accepted_days, validate_raw_partition
+from fraud_detection.validation.gate import validate_raw_partition
 from tests.integration.test_feature_store import _online_dump, _tables_digest
 
 pytestmark = pytest.mark.integration

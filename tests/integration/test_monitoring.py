@@ -235,7 +235,7 @@ def flows(world: World) -> Iterator[Any]:
     from prefect.settings import PREFECT_HOME, PREFECT_LOCAL_STORAGE_PATH, temporary_settings
     from prefect.testing.utilities import prefect_test_harness
 
-    from fraud_detection.training.cli import load_flows
+    from fraud_detection.orchestration.local import load_flows
 
     home = world.paths.root / "prefect"
     with pytest.MonkeyPatch.context() as patch:

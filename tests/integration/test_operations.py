@@ -16,7 +16,7 @@ import pytest
 from typer.testing import CliRunner
 
 from fraud_detection.config import StatePaths
-from fraud_detection.training import ct
+from fraud_detection.registry import runs
 from tests.worlds import START, WORLD, served_world
 
 pytestmark = pytest.mark.integration
@@ -40,9 +40,9 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> StatePaths:
         },
     )
     # The CT run that did it, as the flow records it (trigger, times, commit).
-    ct.append_record(
+    runs.append_record(
         paths,
-        ct.RunRecord(
+        runs.RunRecord(
             trigger="schedule",
             started_at=started.isoformat(),
             data_gate=f"7 accepted, {BROKEN} REJECTED (transaction_id)",

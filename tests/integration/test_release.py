@@ -18,7 +18,7 @@ import pytest
 import uvicorn
 
 from fraud_detection.config import StatePaths
-from fraud_detection.registry import tracking
+from fraud_detection.registry import runs, tracking
 from fraud_detection.serving.app import create_app
 from fraud_detection.serving.schemas import requests_from_raw
 from fraud_detection.serving.settings import load_serving_config
@@ -145,7 +145,7 @@ def test_rollback_under_load_serves_the_previous_champion_without_a_failed_reque
     assert (record["to_version"], record["from_version"]) == ("1", "2")
     assert record["reason"] == "alerts doubled"
     assert "@" in record["by"]
-    assert all(r.outcome != "rolled back" for r in ct.read_records(world))
+    assert all(r.outcome != "rolled back" for r in runs.read_records(world))
     # and rolling back again goes no further than what was champion before version 1
     code, _, err = fraud_in_process(
         capsys, "model", "rollback", "--reason", "again", "--state-dir", str(world.root)
@@ -231,7 +231,7 @@ def test_a_challenger_is_champion_only_once_its_delivery_check_passes(
     while _served(server) != version:
         assert time.monotonic() < deadline, "the live service did not switch"
         time.sleep(0.1)
-    records = ct.read_records(world)
+    records = runs.read_records(world)
     assert [r.model_gate for r in records if r.trigger == "release"] == [
         f"blocked v{version}: delivery check failed",
         f"released v{version}",

@@ -33,14 +33,13 @@ from typer.testing import CliRunner
 from fraud_detection import cli, scaleout
 from fraud_detection.cli import app
 from fraud_detection.config import DaskSettings, StatePaths
+from fraud_detection.data.ledger import accepted_days, raw_partition_days
 from fraud_detection.errors import FraudError
 from fraud_detection.features import store
 from fraud_detection.serving import batch
 from fraud_detection.training import ct
 from fraud_detection.validation.gate import (
-    accepted_days,
     data_docs_index,
-    raw_partition_days,
     validate_raw_partition,
     validate_raw_partitions,
 )

@@ -19,12 +19,11 @@ import pytest
 from typer.testing import CliRunner
 
 from fraud_detection.config import VALUE_CORRUPTIONS, SimulateConfig, StatePaths
+from fraud_detection.data.ledger import accepted_days, partition_path
 from fraud_detection.data.simulator import corrupt, write_simulation
 from fraud_detection.validation import cli as validation_cli
 from fraud_detection.validation.gate import (
     ValidationOutcome,
-    accepted_days,
-    partition_path,
     validate_raw_partition,
     validate_raw_partitions,
 )
@@ -192,7 +191,7 @@ def test_a_warning_reaches_the_ct_run_record(world: World) -> None:
 
     assert gate.accepted == [NEW_DAY]
     assert gate.summary() == "1 accepted, 2026-01-07 warned (amount)"
-    assert "REJECTED" not in gate.summary()  # ct.failed_gates() does not count a warning
+    assert "REJECTED" not in gate.summary()  # runs.failed_gates() does not count a warning
 
 
 @pytest.mark.parametrize("scenario", ["clean", "drift"])

@@ -16,8 +16,8 @@ import pytest
 from typer.testing import CliRunner
 
 from fraud_detection.cli import app
+from fraud_detection.registry.runs import RunRecord, failed_gates
 from fraud_detection.training import cli as training_cli
-from fraud_detection.training.ct import RunRecord, failed_gates
 
 pytestmark = pytest.mark.unit
 

@@ -10,13 +10,13 @@ import pytest
 from typer.testing import CliRunner
 
 from fraud_detection.config import StatePaths
-from fraud_detection.training import ct
+from fraud_detection.registry import runs
 
 pytestmark = pytest.mark.unit
 
 
-def _record(n: int) -> ct.RunRecord:
-    return ct.RunRecord(
+def _record(n: int) -> runs.RunRecord:
+    return runs.RunRecord(
         trigger="on_demand",
         started_at=f"2026-01-0{n}T00:00:00+00:00",
         as_of=f"2026-01-0{n}",
@@ -31,8 +31,8 @@ def test_a_torn_last_line_is_skipped_reported_and_followed_by_whole_records(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     paths = StatePaths(root=tmp_path)
-    ledger = ct.append_record(paths, _record(1))
-    ct.append_record(paths, _record(2))
+    ledger = runs.append_record(paths, _record(1))
+    runs.append_record(paths, _record(2))
     # Given a run killed halfway through appending its record
     whole = ledger.read_bytes()
     with ledger.open("ab") as handle:
@@ -41,12 +41,12 @@ def test_a_torn_last_line_is_skipped_reported_and_followed_by_whole_records(
 
     # Then the ledger reads as the two whole records, and says what it skipped
     with caplog.at_level(logging.WARNING):
-        assert [r.champion_version for r in ct.read_records(paths)] == ["1", "2"]
+        assert [r.champion_version for r in runs.read_records(paths)] == ["1", "2"]
     assert "line 3 is not a complete run record" in caplog.text
 
     # And the next run's record lands on a line of its own, readable
-    ct.append_record(paths, _record(4))
-    assert [r.champion_version for r in ct.read_records(paths)] == ["1", "2", "4"]
+    runs.append_record(paths, _record(4))
+    assert [r.champion_version for r in runs.read_records(paths)] == ["1", "2", "4"]
     assert ledger.read_text().count("\n") == 4
 
 
@@ -54,10 +54,10 @@ def test_fraud_ct_history_shows_the_whole_records_of_a_torn_ledger(tmp_path: Pat
     from fraud_detection.cli import app
 
     paths = StatePaths(root=tmp_path)
-    ledger = ct.append_record(paths, _record(1))
+    ledger = runs.append_record(paths, _record(1))
     with ledger.open("a") as handle:
         handle.write('{"trigger": "sched')  # torn
-    ct.append_record(paths, _record(2))
+    runs.append_record(paths, _record(2))
 
     result = CliRunner().invoke(app, ["ct", "history", "--state-dir", str(tmp_path)])
 

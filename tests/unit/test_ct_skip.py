@@ -12,15 +12,16 @@ from pathlib import Path
 import pytest
 
 from fraud_detection.config import StatePaths
+from fraud_detection.registry import runs
 from fraud_detection.training import ct
 
 pytestmark = pytest.mark.unit
 
 
 def _trained(paths: StatePaths, as_of: str, variant: str = "normal") -> None:
-    ct.append_record(
+    runs.append_record(
         paths,
-        ct.RunRecord(
+        runs.RunRecord(
             trigger="on_demand",
             started_at=f"{as_of}T01:00:00+00:00",
             variant=variant,

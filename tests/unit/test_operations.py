@@ -16,8 +16,8 @@ from typer.testing import CliRunner
 from fraud_detection.config import StatePaths
 from fraud_detection.errors import FraudError
 from fraud_detection.operations import audit, health
+from fraud_detection.registry import runs
 from fraud_detection.serving import predlog
-from fraud_detection.training import ct
 
 pytestmark = pytest.mark.unit
 
@@ -31,8 +31,8 @@ def _at(hours_ago: float) -> str:
 
 def _ledger(paths: StatePaths) -> None:
     """Three CT runs: promoted v1 (commit A), challenger v2 rejected (commit B), failed."""
-    runs = [
-        ct.RunRecord(
+    records = [
+        runs.RunRecord(
             trigger="on_demand",
             started_at=_at(50),
             data_gate="8 accepted",
@@ -44,7 +44,7 @@ def _ledger(paths: StatePaths) -> None:
             seconds=60.0,
             code_version=COMMIT_A,
         ),
-        ct.RunRecord(
+        runs.RunRecord(
             trigger="schedule",
             started_at=_at(26),
             data_gate="2026-01-09 REJECTED (amount)",
@@ -57,7 +57,7 @@ def _ledger(paths: StatePaths) -> None:
             seconds=60.0,
             code_version=COMMIT_B,
         ),
-        ct.RunRecord(
+        runs.RunRecord(
             trigger="schedule",
             started_at=_at(2),
             outcome="failed",
@@ -66,8 +66,8 @@ def _ledger(paths: StatePaths) -> None:
             code_version=COMMIT_B,
         ),
     ]
-    for run in runs:
-        ct.append_record(paths, run)
+    for run in records:
+        runs.append_record(paths, run)
 
 
 def _gate_record(paths: StatePaths, day: str, *, ok: bool, validated_at: str) -> None:

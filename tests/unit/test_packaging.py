@@ -106,7 +106,7 @@ sys.path[:] = [{str(unpacked)!r}] + [
     p for p in sys.path if p not in ("", {str(ROOT)!r}, {str(SRC)!r})
 ]
 from prefect import Flow
-from fraud_detection.training.cli import load_flows
+from fraud_detection.orchestration.local import load_flows
 flows = load_flows()
 names = ["ct_flow", "new_data_sensor", "batch_scoring_flow", "monitoring_flow"]
 assert all(isinstance(getattr(flows, name), Flow) for name in names), names

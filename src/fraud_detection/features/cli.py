@@ -49,8 +49,8 @@ def build(
     state_dir: StateDir = None,
 ) -> None:
     """Compute feature tables for accepted partitions that have none yet."""
+    from fraud_detection.data.ledger import accepted_days, partition_status
     from fraud_detection.features import store
-    from fraud_detection.validation.gate import accepted_days, partition_status
 
     paths = _paths(state_dir)
     started = time.perf_counter()

@@ -37,6 +37,7 @@ import pandas as pd
 import yaml
 
 from fraud_detection.config import FeastSettings, StatePaths, load_profile, project_dir
+from fraud_detection.data import ledger
 from fraud_detection.errors import FraudError
 from fraud_detection.features import engineering as fe
 
@@ -108,19 +109,15 @@ def built_days(paths: StatePaths) -> list[dt.date]:
 # ----------------------------------------------------------------------- reading
 
 
-def _partition_file(paths: StatePaths, day: dt.date) -> Path:
-    return paths.raw / f"date={day.isoformat()}" / "transactions.parquet"
-
-
 def _accepted(paths: StatePaths) -> set[dt.date]:
-    from fraud_detection.validation.gate import accepted_days
-
-    return set(accepted_days(paths))
+    return set(ledger.accepted_days(paths))
 
 
 def read_transactions(paths: StatePaths, days: Iterable[dt.date]) -> pd.DataFrame:
     """Concatenate the raw partitions of ``days`` (those that exist), in time order."""
-    frames = [pd.read_parquet(f) for d in sorted(days) if (f := _partition_file(paths, d)).exists()]
+    frames = [
+        pd.read_parquet(f) for d in sorted(days) if (f := ledger.partition_path(paths, d)).exists()
+    ]
     if not frames:
         from fraud_detection.data.schema import TRANSACTION_COLUMNS
 

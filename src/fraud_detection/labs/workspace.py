@@ -212,7 +212,7 @@ class Workspace:
         self, *, trigger: str = "on_demand", variant: str = "normal", force: bool = False
     ) -> Any:
         """One CT run (the Prefect flow, in this process: one temporary server for all)."""
-        from fraud_detection.training.cli import load_flows, prefect_environment
+        from fraud_detection.orchestration.local import load_flows, prefect_environment
 
         self.say(f"CT run ({trigger}, {variant}) starting: Prefect first (a temporary server)…")
         prefect_environment(self.root)

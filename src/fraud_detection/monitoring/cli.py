@@ -111,7 +111,7 @@ def score_command(
         else:
             result = batch.score_day(day, profile=profile, progress=typer.echo).to_dict()
     else:
-        from fraud_detection.training.cli import load_flows, prefect_environment
+        from fraud_detection.orchestration.local import load_flows, prefect_environment
 
         prefect_environment(state)
         typer.echo("starting the batch-scoring flow (Prefect)…")
@@ -171,7 +171,7 @@ def run(no_flow: NoFlow = False, state_dir: StateDir = None) -> None:
 
         result = run_monitoring(state, progress=typer.echo).to_dict()
     else:
-        from fraud_detection.training.cli import load_flows, prefect_environment
+        from fraud_detection.orchestration.local import load_flows, prefect_environment
 
         prefect_environment(state)
         typer.echo("starting the monitoring flow (Prefect)…")

@@ -163,7 +163,7 @@ def load_reference(ctx: MonitorContext, progress: Progress | None = None) -> Ref
 def window_end(ctx: MonitorContext) -> pd.Timestamp:
     """The end of the current-traffic window: the midnight after the newest raw partition
     on disk (the data's today), or :func:`clock` when that is later."""
-    from fraud_detection.validation.gate import raw_partition_days
+    from fraud_detection.data.ledger import raw_partition_days
 
     now = clock(ctx)
     landed = raw_partition_days(ctx.paths)

@@ -17,7 +17,8 @@ from pathlib import Path
 import pandas as pd
 
 from fraud_detection.config import StatePaths
-from fraud_detection.features.engineering import CATEGORICAL_FEATURES, MODEL_FEATURES
+from fraud_detection.features.engineering import CATEGORICAL_FEATURES
+from fraud_detection.serving.predlog import INPUT_COLUMNS  # the model's inputs, logged
 
 __all__ = [
     "INPUT_COLUMNS",
@@ -47,7 +48,6 @@ PREDICTION_COLUMNS: dict[str, str] = {
     "latency_ms": "float64",
     "source": "string",
 }
-INPUT_COLUMNS: tuple[str, ...] = (*MODEL_FEATURES, *CATEGORICAL_FEATURES)
 _DAY_DIR = re.compile(r"^date=(\d{4}-\d{2}-\d{2})$")
 
 

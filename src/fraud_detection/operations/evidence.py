@@ -30,22 +30,11 @@ PREDICTION_COLUMNS = ("logged_at", "latency_ms", "source", "status")
 
 
 def ledger(state: Path) -> list[dict[str, Any]]:
-    """Every whole JSON line of ``<state>/ct/runs.jsonl``, in order (any kind of record)."""
-    path = state / "ct" / "runs.jsonl"
-    if not path.is_file():
-        return []
-    records = []
-    for number, line in enumerate(path.read_text(errors="replace").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except ValueError:
-            log.warning("%s line %d is not a whole record: skipped", path, number)
-            continue
-        if isinstance(record, dict):
-            records.append(record)
-    return records
+    """Every whole record of ``<state>/ct/runs.jsonl``, in order (any kind of record)."""
+    from fraud_detection.config import StatePaths
+    from fraud_detection.registry.runs import read_all
+
+    return read_all(StatePaths(root=state))
 
 
 def gate_records(state: Path, gate: str) -> list[dict[str, Any]]:

@@ -73,7 +73,7 @@ def finished(record: Mapping[str, Any]) -> bool:
 
 
 def good(record: Mapping[str, Any]) -> bool:
-    """Finished, and no gate said no (the rule of ``training.ct.failed_gates``)."""
+    """Finished, and no gate said no (the rule of ``registry.runs.failed_gates``)."""
     return (
         finished(record)
         and "REJECTED" not in str(record.get("data_gate") or "")

@@ -52,7 +52,7 @@ from prefect.runtime import flow_run
 import fraud_detection
 from fraud_detection.config import project_dir
 from fraud_detection.errors import FraudError, ServiceUnavailableError
-from fraud_detection.registry import lineage
+from fraud_detection.registry import lineage, runs
 from fraud_detection.release import challenger as release
 from fraud_detection.training import ct
 from fraud_detection.validation.gate import DataValidationError
@@ -264,14 +264,14 @@ def ct_flow(
     commit = record_code_version()
     ctx = ct.context(state_dir)
     now = dt.datetime.now(dt.UTC).isoformat()
-    record = ct.RunRecord(trigger=trigger, started_at=now, variant=variant, code_version=commit)
+    record = runs.RunRecord(trigger=trigger, started_at=now, variant=variant, code_version=commit)
     answered: list[signals.Signal] = []
     if trigger in signals.KINDS:
         answered, done = signals.answering(ctx.paths, signal_id)
         if done is not None:
             record.outcome = record.model_gate = f"skipped: {done}"
             log.info("%s: nothing to do", done)
-            ct.append_record(ctx.paths, record.finish(started))
+            runs.append_record(ctx.paths, record.finish(started))
             return record.__dict__
         force = True  # a signal says the model is off: retrain even without new data
         log.info(
@@ -285,26 +285,26 @@ def ct_flow(
         record.outcome = "failed"
         record.training_gate = "REJECTED"
         record.reasons = [str(exc).splitlines()[0]]
-        ct.append_record(ctx.paths, record.finish(started))
+        runs.append_record(ctx.paths, record.finish(started))
         raise
     except Exception as exc:
         record.outcome = "failed"
         record.reasons = [f"{type(exc).__name__}: {exc}".splitlines()[0]]
-        ct.append_record(ctx.paths, record.finish(started))
+        runs.append_record(ctx.paths, record.finish(started))
         raise
     finally:
         # The run ended with a recorded outcome, failed or not; a run cancelled or killed
         # records none and leaves its signals pending for the next one.
         for signal in answered if record.outcome else []:
             signals.consume(ctx.paths, signal, record.outcome)
-    ct.append_record(ctx.paths, record.finish(started))
+    runs.append_record(ctx.paths, record.finish(started))
     log.info("CT run %s in %.1f s: %s", record.outcome, record.seconds, record.model_gate)
     return record.__dict__
 
 
 def _run(
     ctx: ct.CTContext,
-    record: ct.RunRecord,
+    record: runs.RunRecord,
     trigger: str,
     variant: ct.Variant,
     force: bool,

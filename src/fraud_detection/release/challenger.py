@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from fraud_detection.registry import tracking
+from fraud_detection.registry import runs, tracking
 from fraud_detection.release import promotion
 from fraud_detection.serving.champion import STAGE_TAG
 from fraud_detection.serving.delivery import DeliveryReport, run_delivery_check
@@ -78,7 +78,7 @@ def release_challenger(
         )
     current = tracking.champion(name)
     expected = None if current is None else str(current.version)
-    record = ct.RunRecord(
+    record = runs.RunRecord(
         trigger=TRIGGER,
         started_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         champion_version=expected,
@@ -97,7 +97,7 @@ def release_challenger(
         record.outcome = "kept champion"
         record.model_gate = f"blocked v{version}: delivery check failed"
         record.reasons = [summary]
-        ct.append_record(ctx.paths, record.finish(started))
+        runs.append_record(ctx.paths, record.finish(started))
         return Release(version, False, expected, f"delivery check {summary}", report)
     config = load_serving_config().release
     if config.staged and config.shadow.enabled and expected is not None:
@@ -105,7 +105,7 @@ def release_challenger(
         record.outcome = "shadow"
         record.model_gate = f"shadow v{version}: delivered, scored beside the champion"
         record.reasons = [f"delivery check {report.summary()}"]
-        ct.append_record(ctx.paths, record.finish(started))
+        runs.append_record(ctx.paths, record.finish(started))
         return Release(
             version,
             False,
@@ -124,7 +124,7 @@ def release_challenger(
     record.outcome = "promoted" if result.promoted else "kept champion"
     record.model_gate = f"released v{version}" if result.promoted else f"not released v{version}"
     record.reasons = [result.reason]
-    ct.append_record(ctx.paths, record.finish(started))
+    runs.append_record(ctx.paths, record.finish(started))
     if result.promoted:
         tracking.set_version_tags(name, version, {STAGE_TAG: promotion.PROMOTED})
         ct.notify_serving(ctx, version, promoted=True)

@@ -37,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from fraud_detection.registry import tracking
+from fraud_detection.registry import runs, tracking
 from fraud_detection.release.rollback import operator
 from fraud_detection.release.shadow import ShadowVerdict, judge, window_full
 from fraud_detection.serving.champion import STAGE_TAG
@@ -157,7 +157,7 @@ def _record(
     gate: str,
     reasons: list[str],
 ) -> None:
-    record = ct.RunRecord(
+    record = runs.RunRecord(
         trigger=TRIGGER,
         started_at=_now(),
         champion_version=champion,
@@ -165,7 +165,7 @@ def _record(
         outcome=outcome,
         reasons=reasons,
     )
-    ct.append_record(ctx.paths, record.finish(started))
+    runs.append_record(ctx.paths, record.finish(started))
 
 
 def _verdict_tag(verdict: ShadowVerdict) -> str:

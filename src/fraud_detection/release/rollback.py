@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from fraud_detection.config import project_dir
-from fraud_detection.registry import tracking
+from fraud_detection.registry import runs, tracking
 from fraud_detection.training import ct
 
 KIND = "rollback"
@@ -83,6 +83,6 @@ def rollback(ctx: ct.CTContext, reason: str, to: str | None = None) -> Rollback:
         at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         code_version=lineage.git_commit(project_dir()),
     )
-    ct.append_record(ctx.paths, record.to_dict())
+    runs.append_record(ctx.paths, record.to_dict())
     ct.notify_serving(ctx, str(to), promoted=True)
     return record

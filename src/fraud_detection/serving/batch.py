@@ -7,7 +7,7 @@ them from the offline store (card windows, merchant risk, request features), and
 champion's scikit-learn pipeline scores the whole frame with one ``predict_proba``. The
 threshold is the champion's own (its run's ``threshold`` param).
 
-The scores are written in the prediction-log schema (``monitoring.served``) with
+The scores are written in the prediction-log schema (``serving.predlog``) with
 ``source="batch"`` to ``<state>/scores/date=YYYY-MM-DD/scores.parquet``; a rerun replaces
 the file atomically (a reader sees the old scores or the new ones, never half).
 """
@@ -63,7 +63,7 @@ def scores_path(paths: StatePaths, day: dt.date) -> Path:
 
 def latest_day(paths: StatePaths) -> dt.date:
     """The newest partition accepted by the data gate."""
-    from fraud_detection.validation.gate import accepted_days
+    from fraud_detection.data.ledger import accepted_days
 
     days = accepted_days(paths)
     if not days:
@@ -135,7 +135,7 @@ def score_frame(
     transaction's time) and the model's inputs. One ``predict_proba`` on the whole frame.
     """
     from fraud_detection.features.engineering import CATEGORICAL_FEATURES
-    from fraud_detection.monitoring.served import INPUT_COLUMNS
+    from fraud_detection.serving.predlog import INPUT_COLUMNS
     from fraud_detection.training.evaluation import scores
 
     score = scores(champion.model, features)
@@ -216,7 +216,7 @@ def _write_atomic(frame: pd.DataFrame, path: Path) -> None:
 
 
 def _check_accepted(paths: StatePaths, days: Sequence[dt.date]) -> None:
-    from fraud_detection.validation.gate import partition_status
+    from fraud_detection.data.ledger import partition_status
 
     for day in days:
         status = partition_status(paths, day)
@@ -232,9 +232,9 @@ def _update_features(
     paths: StatePaths, upto: dt.date, say: Progress, run: PartitionMap | None = None
 ) -> None:
     """Build the feature tables of the accepted days up to ``upto`` that lack them."""
+    from fraud_detection.data.ledger import accepted_days
     from fraud_detection.features import store
     from fraud_detection.training import ct
-    from fraud_detection.validation.gate import accepted_days
 
     built = set(store.built_days(paths))
     missing = [d for d in accepted_days(paths) if d <= upto and d not in built]
@@ -346,7 +346,7 @@ def score_day(
 
 def recent_days(paths: StatePaths, count: int | None = None) -> list[dt.date]:
     """The newest ``count`` accepted partitions (every one when None), oldest first."""
-    from fraud_detection.validation.gate import accepted_days
+    from fraud_detection.data.ledger import accepted_days
 
     days = accepted_days(paths)
     if not days:

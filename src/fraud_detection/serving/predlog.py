@@ -54,6 +54,7 @@ if TYPE_CHECKING:
 __all__ = [
     "ERROR_COLUMNS",
     "HEAD_COLUMNS",
+    "INPUT_COLUMNS",
     "LOG_COLUMNS",
     "LogCounters",
     "PredictionLog",
@@ -87,7 +88,9 @@ HEAD_COLUMNS: tuple[str, ...] = (
     "shadow_threshold",
     "shadow_ms",
 )
-LOG_COLUMNS: tuple[str, ...] = (*HEAD_COLUMNS, *MODEL_FEATURES, *CATEGORICAL_FEATURES)
+# The model's inputs, after the head columns: the API's log and the batch scores alike.
+INPUT_COLUMNS: tuple[str, ...] = (*MODEL_FEATURES, *CATEGORICAL_FEATURES)
+LOG_COLUMNS: tuple[str, ...] = (*HEAD_COLUMNS, *INPUT_COLUMNS)
 # A request answered 5xx: one row per transaction it carried.
 ERROR_COLUMNS: tuple[str, ...] = (
     "request_id",

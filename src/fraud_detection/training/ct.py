@@ -5,23 +5,20 @@ The Prefect flow (``fraud_detection.orchestration.flows``), the CLI
 running the pipeline runs the same code. Pure logic stays in ``model``, ``evaluation``
 and ``gate``; this module reads and writes: raw partitions, feature tables, MLflow.
 
-Run records (one JSON line per CT run, ``<state>/ct/runs.jsonl``) are what the demo's
-table and the ``ct.yml`` job summary print.
+Each run leaves one record in the run ledger (:mod:`fraud_detection.registry.runs`,
+``<state>/ct/runs.jsonl``): what the demo's table and the ``ct.yml`` job summary print.
 """
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
-import fcntl
 import functools
 import hashlib
 import json
 import logging
 import os
-import time
-from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -29,6 +26,13 @@ import pandas as pd
 
 from fraud_detection.config import Profile, StatePaths, load_profile, project_dir, state_paths
 from fraud_detection.errors import FraudError
+from fraud_detection.registry.runs import (
+    RunRecord,
+    append_record,
+    last_trained_as_of,
+    ledger_lock,
+    read_records,
+)
 from fraud_detection.training.settings import TrainConfig, load_train_config
 
 if TYPE_CHECKING:
@@ -81,7 +85,7 @@ def context(state_dir: str | Path | None = None) -> CTContext:
 
 def pending_partitions(paths: StatePaths) -> list[dt.date]:
     """Raw partitions on disk that the data gate has not judged (new data), oldest first."""
-    from fraud_detection.validation.gate import partition_status, raw_partition_days
+    from fraud_detection.data.ledger import partition_status, raw_partition_days
 
     return [day for day in raw_partition_days(paths) if partition_status(paths, day) is None]
 
@@ -140,8 +144,8 @@ def update_features(
     cluster: each day reads its own history and writes only its own files, so the tables
     are the ones built one after another (the default, in this process).
     """
+    from fraud_detection.data.ledger import accepted_days
     from fraud_detection.features import store
-    from fraud_detection.validation.gate import accepted_days
 
     store.build_profile(paths)
     built = set(store.built_days(paths))
@@ -156,7 +160,7 @@ def update_features(
 
 def as_of(paths: StatePaths) -> pd.Timestamp:
     """The simulated "now": midnight after the newest accepted partition."""
-    from fraud_detection.validation.gate import accepted_days
+    from fraud_detection.data.ledger import accepted_days
 
     days = accepted_days(paths)
     if not days:
@@ -252,8 +256,9 @@ def features_for(variant: Variant) -> tuple[str, ...]:
 # The train step's code: this module (fit, features_for) and the package modules it imports
 # to build and fit the model. Their bytes are the code version in the train step's cache key
 # and the run's `code_hash` tag, so a change to the model code is never answered with a
-# model cached before it. errors.py and config.py are left out: exception classes, and
-# where settings are read (the settings themselves are in the key as the config hash). A
+# model cached before it. errors.py, config.py and registry/runs.py are left out: exception
+# classes, where settings are read (the settings themselves are in the key as the config
+# hash), and the run ledger, which records runs and never touches the model. A
 # change to this module outside fit costs one refit; a module missing here would cost a
 # stale model, hence tests/unit/test_train_code.py checks this list against the imports.
 _PACKAGE = Path(__file__).resolve().parents[1]
@@ -489,98 +494,9 @@ def notify_serving(ctx: CTContext, champion: str | None, promoted: bool) -> Path
     return path
 
 
-# ------------------------------------------------------------------ run records
-
-
-@dataclass
-class RunRecord:
-    """One CT run as a row of the demo table and of the CI job summary."""
-
-    trigger: str
-    started_at: str
-    variant: str = "normal"
-    as_of: str | None = None
-    data_gate: str = ""
-    training_gate: str = ""
-    model_gate: str = ""
-    challenger_version: str | None = None
-    champion_version: str | None = None
-    pr_auc: float | None = None
-    champion_pr_auc: float | None = None
-    training_rows: int | None = None
-    outcome: str = ""  # promoted | kept champion | skipped | failed
-    reasons: list[str] = field(default_factory=list)
-    seconds: float = 0.0
-    code_version: str | None = None  # the commit the run ran (flows.record_code_version)
-
-    def finish(self, started: float) -> RunRecord:
-        self.seconds = round(time.perf_counter() - started, 1)
-        return self
-
-
-def append_record(paths: StatePaths, record: RunRecord | Mapping[str, Any]) -> Path:
-    """Append one run's record as one JSON line, in a single ``write`` on an ``O_APPEND``
-    descriptor (concurrent runs never interleave their lines). After a torn last line (a
-    process killed while appending), the record starts on a line of its own. A mapping is
-    a record of another kind (its ``kind``: ``rollback``, written by ``fraud model``)."""
-    path = paths.root / "ct" / "runs.jsonl"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    data = dict(record) if isinstance(record, Mapping) else asdict(record)
-    line = (json.dumps(data) + "\n").encode()
-    fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
-    try:
-        size = os.fstat(fd).st_size
-        if size and os.pread(fd, 1, size - 1) != b"\n":
-            line = b"\n" + line
-        os.write(fd, line)
-    finally:
-        os.close(fd)
-    return path
-
-
-def read_records(paths: StatePaths) -> list[RunRecord]:
-    """Every complete run record, in order. A line that is not one (torn by a crash while
-    it was appended, or edited by hand) is skipped and reported, never fatal; a record of
-    another ``kind`` (a rollback) is not a CT run and is left out."""
-    path = paths.root / "ct" / "runs.jsonl"
-    if not path.exists():
-        return []
-    records = []
-    for number, line in enumerate(path.read_text(errors="replace").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            data = json.loads(line)
-            if isinstance(data, dict) and data.get("kind", "ct_run") != "ct_run":
-                continue
-            records.append(RunRecord(**data))
-        except (ValueError, TypeError) as exc:
-            logging.getLogger(__name__).warning(
-                "%s line %d is not a complete run record (%s: a run killed while writing "
-                "it?): skipped",
-                path,
-                number,
-                type(exc).__name__,
-            )
-    return records
-
-
 # ------------------------------------------------------------- crash recovery
 
 RECONCILED = "reconciled after a crash"
-
-
-@contextlib.contextmanager
-def _ledger_lock(paths: StatePaths) -> Iterator[None]:
-    """Processes sharing the state folder check and append the ledger one at a time."""
-    lock = paths.root / "ct" / "ledger.lock"
-    lock.parent.mkdir(parents=True, exist_ok=True)
-    with lock.open("a") as handle:
-        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)  # released when the process dies, too
-        try:
-            yield
-        finally:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
 
 
 def reconcile_promotion(ctx: CTContext) -> list[str]:
@@ -606,7 +522,7 @@ def reconcile_promotion(ctx: CTContext) -> list[str]:
     why = tracking.process_gone(promoter) if isinstance(promoter, dict) else None
     if why is None:
         return []  # promoted before these tags, by a live run, or on another host
-    with _ledger_lock(ctx.paths):
+    with ledger_lock(ctx.paths):
         if any(
             r.outcome == "promoted" and r.champion_version == version
             for r in read_records(ctx.paths)
@@ -647,72 +563,8 @@ def recover(ctx: CTContext) -> list[str]:
     return [*tracking.fail_abandoned_runs(), *reconcile_promotion(ctx)]
 
 
-def last_trained_as_of(paths: StatePaths) -> str | None:
-    """The ``as_of`` of the last normal run that got as far as training.
-
-    Deliberately degraded challengers (experiments) do not count: the pipeline must still
-    train a real model on the data they saw.
-    """
-    trained = [
-        r.as_of
-        for r in read_records(paths)
-        if r.challenger_version is not None and r.variant == "normal"
-    ]
-    return trained[-1] if trained else None
-
-
 def nothing_new(paths: StatePaths, as_of: str | None, variant: str) -> bool:
     """Whether a run has nothing to train: a normal run whose data (``as_of``) the last
     normal training already saw. A degraded variant (``shuffled_labels``,
     ``drop_key_features``) is an experiment on the data as it is, never skipped."""
     return variant == "normal" and last_trained_as_of(paths) == as_of
-
-
-def failed_gates(record: RunRecord) -> list[str]:
-    """The gates that said no in this run, one line each (empty: every gate passed).
-
-    A rejected raw partition, a rejected training set and a rejected challenger all count:
-    CI (``fraud ct run --fail-on-gate``) turns them into a red job. A run skipped because
-    nothing new arrived is not a failure.
-    """
-    failed = []
-    if "REJECTED" in record.data_gate:
-        failed.append(f"data gate: {record.data_gate}")
-    if record.training_gate.startswith("REJECTED"):
-        failed.append(f"training-set gate: {'; '.join(record.reasons) or 'rejected'}")
-    if record.model_gate.startswith("rejected"):
-        failed.append(f"model gate: {record.model_gate}")
-    return failed
-
-
-def records_table(records: Sequence[RunRecord], markdown: bool = False) -> str:
-    """The runs as a table: as of, trigger, data gate, model gate, champion, PR-AUC."""
-    header = ["as of", "trigger", "data gate", "model gate", "champion", "PR-AUC", "champ. PR-AUC"]
-    rows = [
-        [
-            (r.as_of or "-")[:10],
-            r.trigger,
-            r.data_gate or "-",
-            r.model_gate or r.outcome or "-",
-            f"v{r.champion_version}" if r.champion_version else "none",
-            f"{r.pr_auc:.3f}" if r.pr_auc is not None else "-",
-            f"{r.champion_pr_auc:.3f}" if r.champion_pr_auc is not None else "-",
-        ]
-        for r in records
-    ]
-    if markdown:
-        lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-        lines += ["| " + " | ".join(row) + " |" for row in rows]
-        return "\n".join(lines)
-    widths = [
-        max(len(h), *(len(row[i]) for row in rows)) if rows else len(h)
-        for i, h in enumerate(header)
-    ]
-    fmt = "  ".join(f"{{:<{w}}}" for w in widths)
-    return "\n".join(
-        [
-            fmt.format(*header),
-            fmt.format(*("-" * w for w in widths)),
-            *(fmt.format(*row) for row in rows),
-        ]
-    )

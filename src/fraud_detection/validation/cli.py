@@ -68,7 +68,7 @@ def raw(
     """Validate raw transaction partitions; exit 1 if any is rejected."""
     if [date is not None, all_days, new].count(True) != 1:
         raise FraudError("give one of --date YYYY-MM-DD, --all or --new")
-    from fraud_detection.validation.gate import partition_status, raw_partition_days
+    from fraud_detection.data.ledger import partition_status, raw_partition_days
     from fraud_detection.validation.settings import load_validation_config
 
     paths = _paths(state_dir)

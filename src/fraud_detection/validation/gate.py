@@ -12,8 +12,9 @@
   ids in :func:`.values.value_findings`). Warnings let the partition through and are
   recorded and shown; every skipped check says why.
 * :func:`validate_training_set` checks a training frame against ``training_set``.
-* :func:`accepted_days` / :func:`partition_status` read the records: feature building
-  uses only accepted partitions, so a rejected (or never validated) day stops there.
+* The records are the partition ledger (:mod:`fraud_detection.data.ledger`): feature
+  building, training, batch scoring and monitoring ask it which days were accepted, so a
+  rejected (or never validated) day stops there.
 
 Each validation is one Great Expectations checkpoint run (all expectations in one pass;
 per-expectation runs would re-hash the frame each time), in the configured result format
@@ -39,11 +40,9 @@ import copy
 import dataclasses
 import datetime as dt
 import functools
-import hashlib
 import json
 import logging
 import math
-import os
 import re
 import threading
 import urllib.parse
@@ -57,6 +56,7 @@ import numpy as np
 import pandas as pd
 
 from fraud_detection.config import StatePaths
+from fraud_detection.data import ledger
 from fraud_detection.errors import FraudError
 from fraud_detection.validation.settings import ValidationConfig, load_validation_config
 from fraud_detection.validation.suites import (
@@ -95,11 +95,7 @@ __all__ = [
     "GateSetupError",
     "PartitionNotFoundError",
     "ValidationOutcome",
-    "accepted_days",
     "data_docs_index",
-    "partition_path",
-    "partition_status",
-    "raw_partition_days",
     "validate_raw_partition",
     "validate_raw_partitions",
     "validate_training_set",
@@ -121,7 +117,6 @@ HOUR_SHARES = "expect_column_hour_shares_to_be_close_to"
 VALUE_CHECK = "value_"  # the prefix of the value-skew stage's checks (not GX expectations)
 _SAMPLE_KEPT = 20  # offending values kept in records (GX returns up to 20)
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-_PARTITION_DIR = re.compile(r"^date=(\d{4}-\d{2}-\d{2})$")
 
 
 class DataValidationError(FraudError):
@@ -717,116 +712,6 @@ def _history_source(days: Sequence[str]) -> str:
 # ------------------------------------------------------------------ records
 
 
-def partition_path(paths: StatePaths, day: dt.date) -> Path:
-    """``raw/date=YYYY-MM-DD/transactions.parquet``."""
-    return paths.raw / f"date={day.isoformat()}" / "transactions.parquet"
-
-
-def raw_partition_days(paths: StatePaths) -> list[dt.date]:
-    """Every day with a partition folder on disk, in date order."""
-    days = []
-    if paths.raw.is_dir():
-        for child in paths.raw.iterdir():
-            match = _PARTITION_DIR.match(child.name)
-            if match and child.is_dir():
-                days.append(dt.date.fromisoformat(match.group(1)))
-    return sorted(days)
-
-
-def _raw_records(paths: StatePaths) -> Path:
-    return paths.root / "validation" / "raw"
-
-
-def _training_records(paths: StatePaths) -> Path:
-    return paths.root / "validation" / "training"
-
-
-def _write_json(path: Path, payload: Mapping[str, Any]) -> None:
-    """Write atomically: a reader never sees half a record."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)
-
-
-def _fingerprint(path: Path) -> dict[str, Any]:
-    stat = path.stat()
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return {
-        "path": str(path),
-        "size": stat.st_size,
-        "mtime_ns": stat.st_mtime_ns,
-        "sha256": digest.hexdigest(),
-    }
-
-
-def _unchanged(source: Mapping[str, Any]) -> bool:
-    """Whether the validated file is still the one on disk (cheap check first)."""
-    path = Path(source["path"])
-    try:
-        stat = path.stat()
-    except OSError:
-        return False
-    if stat.st_size == source.get("size") and stat.st_mtime_ns == source.get("mtime_ns"):
-        return True
-    return stat.st_size == source.get("size") and _fingerprint(path)["sha256"] == source.get(
-        "sha256"
-    )
-
-
-def _read_record(path: Path) -> dict[str, Any] | None:
-    try:
-        record = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None  # unreadable counts as never validated: the gate fails closed
-    return record if isinstance(record, dict) else None
-
-
-def _current_record(path: Path) -> dict[str, Any] | None:
-    """A raw record, if it still describes the partition on disk (else None)."""
-    record = _read_record(path)
-    if record is None:
-        return None
-    source = record.get("source")
-    return record if source is None or _unchanged(source) else None
-
-
-def _current_raw_records(paths: StatePaths) -> dict[dt.date, dict[str, Any]]:
-    """Each validated day's current record, in date order."""
-    records: dict[dt.date, dict[str, Any]] = {}
-    folder = _raw_records(paths)
-    if not folder.is_dir():
-        return records
-    for path in sorted(folder.glob("*.json")):
-        try:
-            day = dt.date.fromisoformat(path.stem)
-        except ValueError:
-            continue
-        if (record := _current_record(path)) is not None:
-            records[day] = record
-    return records
-
-
-def partition_status(paths: StatePaths, day: dt.date) -> bool | None:
-    """True if ``day`` was accepted, False if rejected, None if never validated.
-
-    None also when the partition file changed since it was validated (for example a new
-    ``fraud simulate`` run): the old verdict no longer applies, validate it again.
-    """
-    record = _current_record(_raw_records(paths) / f"{day.isoformat()}.json")
-    return None if record is None else record.get("success") is True
-
-
-def accepted_days(paths: StatePaths) -> list[dt.date]:
-    """The days whose partition, as it is on disk now, passed the raw gate (date order)."""
-    return [
-        day for day, record in _current_raw_records(paths).items() if record.get("success") is True
-    ]
-
-
 def _outcome_record(
     outcome: ValidationOutcome, extra: Mapping[str, Any], source: Mapping[str, Any] | None
 ) -> dict[str, Any]:
@@ -862,7 +747,7 @@ def _utc_now(now: dt.datetime | None) -> dt.datetime:
 def _finish(
     outcome: ValidationOutcome, extra: Mapping[str, Any], source: Mapping[str, Any] | None
 ) -> ValidationOutcome:
-    _write_json(outcome.record, _outcome_record(outcome, extra, source))
+    ledger.write_json(outcome.record, _outcome_record(outcome, extra, source))
     return outcome
 
 
@@ -919,10 +804,10 @@ def _record(checked: _Checked) -> ValidationOutcome:
 
 
 def _missing_partition(paths: StatePaths, day: dt.date) -> PartitionNotFoundError:
-    on_disk = raw_partition_days(paths)
+    on_disk = ledger.raw_partition_days(paths)
     known = f"{on_disk[0]} .. {on_disk[-1]}" if on_disk else "none"
     return PartitionNotFoundError(
-        f"no partition for {day}: {partition_path(paths, day)} does not exist "
+        f"no partition for {day}: {ledger.partition_path(paths, day)} does not exist "
         f"(partitions on disk: {known})"
     )
 
@@ -940,13 +825,13 @@ def _check_raw_partition(
     ``with_index`` is false). Runs on a Dask worker too."""
     day, parameters, history = job
     batch = f"partition {day.isoformat()}"
-    record = _raw_records(paths) / f"{day.isoformat()}.json"
+    record = ledger.raw_records_folder(paths) / f"{day.isoformat()}.json"
     source: dict[str, Any] | None = None
     if df is None:
-        file = partition_path(paths, day)
+        file = ledger.partition_path(paths, day)
         if not file.is_file():
             raise _missing_partition(paths, day)
-        source = _fingerprint(file)
+        source = ledger.fingerprint(file)
         try:
             df = read_partition(file)
         except Exception as exc:  # any reader error means the feed delivered a bad file
@@ -1109,7 +994,7 @@ def validate_raw_partitions(
     run = run or PartitionMap("in this process", None, None)
     batch = _Batch(paths, _utc_now(now), cfg)
     days = sorted(set(days))
-    missing = next((day for day in days if not partition_path(paths, day).is_file()), None)
+    missing = next((day for day in days if not ledger.partition_path(paths, day).is_file()), None)
     todo = days if missing is None else days[: days.index(missing)]
     decided = batch.in_parallel(todo, run) if run.parallel else batch.in_order(todo, run)
     recorded = [_record(checked) for checked in _with_index(paths, decided, run)]
@@ -1128,7 +1013,7 @@ class _Batch:
             day: _Seen(
                 record.get("success") is True, int(record.get("rows") or 0), record.get("profile")
             )
-            for day, record in _current_raw_records(paths).items()
+            for day, record in ledger.current_raw_records(paths).items()
         }
 
     def job(self, day: dt.date, ledger: Mapping[dt.date, _Seen] | None = None) -> _Job:
@@ -1212,7 +1097,7 @@ def _expected_outcome(day: dt.date, paths: StatePaths, cfg: ValidationConfig) ->
     """A guess of a pending day's verdict: accepted, with its file's row count and value
     statistics; an unreadable file is rejected. (A wrong guess costs a second check.)"""
     try:
-        df = read_partition(partition_path(paths, day))
+        df = read_partition(ledger.partition_path(paths, day))
     except Exception:
         return _Seen(False, 0, None)
     try:
@@ -1305,13 +1190,13 @@ def validate_training_set(
     if reference is None:
         reasons.append(skipped or "no training set to compare with (no champion yet)")
     else:
-        record = _read_record(_training_records(paths) / f"{reference}.json")
-        known = (record or {}).get("profile")
+        known_file = ledger.training_records_folder(paths) / f"{reference}.json"
+        known = (ledger.read_record(known_file) or {}).get("profile")
         if not known or known.get("version") != TRAINING_PROFILE_VERSION:
             reasons.append(
                 f"the champion's training set {reference!r} has no profile in "
-                f"{_training_records(paths) / f'{reference}.json'} (validated before profiles "
-                "were kept): compared from the next champion on"
+                f"{known_file} (validated before profiles were kept): compared from the next "
+                "champion on"
             )
         else:
             parameters.update(training_gx_parameters(known, settings))
@@ -1335,7 +1220,7 @@ def validate_training_set(
         evaluated=run.evaluated,
         failures=(*run.failures, *run.value_failures),
         parameters=parameters,
-        record=_training_records(paths) / f"{name}.json",
+        record=ledger.training_records_folder(paths) / f"{name}.json",
         data_docs=run.data_docs,
         result_id=run.result_id,
         validated_at=validated_at,
@@ -1343,5 +1228,5 @@ def validate_training_set(
         warnings=run.warnings,
         values={"compared_with": compared, "skipped": reasons},
     )
-    fingerprint = _fingerprint(source) if source is not None and source.is_file() else None
+    fingerprint = ledger.fingerprint(source) if source is not None and source.is_file() else None
     return _finish(outcome, {"training_set": name, "profile": profile}, fingerprint)
