@@ -1,7 +1,7 @@
 """Locust against ``fraud loadtest`` on one service: ``python benchmarks/bench_loadgen.py``.
 
 The delivery checks and the serving bench load the service with a small client of the
-project's own (``serving.loadtest``: one asyncio loop, requests encoded once, a minimal
+project's own (``release.loadtest``: one asyncio loop, requests encoded once, a minimal
 HTTP reader). The standard tool is Locust (``loadtests/locustfile.py``, ``FastHttpUser``,
 its cheapest client). On a 2-core machine the load generator shares the cores with the
 service, so what matters is whether it can still load the service: the requests per second
@@ -65,7 +65,7 @@ def _progress(message: str) -> None:
 
 
 def run_ours(server: Any, base: str, bodies: list[dict[str, Any]], users: int) -> dict[str, Any]:
-    from fraud_detection.serving.loadtest import run_loadtest
+    from fraud_detection.release.loadtest import run_loadtest
 
     cpu = server.cpu_seconds()
     result = run_loadtest(

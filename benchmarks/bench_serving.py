@@ -21,7 +21,7 @@ world materialized into Redis database 12 (``features.store.materialize`` in a c
     back, the score and the prediction log. Each body carries a transaction id of its own,
     so every request appends an event to its card's state and writes it (checked against
     the service's own count of state writes). A closed-loop load test at concurrency 1, 4,
-    16 and 32 (``serving.loadtest``, one asyncio client on keep-alive connections), p50,
+    16 and 32 (``release.loadtest``, one asyncio client on keep-alive connections), p50,
     p99 and requests per second, on the SQLite store and on the Redis store.
 (c) **peer**: ``mlflow models serve -m models:/fraud-detector@champion --env-manager
     local`` (one uvicorn worker) on the same model, each request one row of the model's
@@ -186,7 +186,7 @@ def _bench_dir(state: Path) -> Path:
 
 def request_bodies(state: Path, rows: int = REQUEST_ROWS) -> list[dict[str, Any]]:
     """``/predict`` bodies: the newest day's transactions (``schemas.requests_from_raw``)."""
-    from fraud_detection.serving.loadtest import bodies_from_state
+    from fraud_detection.release.loadtest import bodies_from_state
 
     return bodies_from_state(state, rows)
 
@@ -963,7 +963,7 @@ def load_test(
 ) -> dict[str, Any]:
     """One closed-loop load test; for our service (``ours`` = its base URL), also the
     card-state writes it made meanwhile (warm-up included)."""
-    from fraud_detection.serving.loadtest import run_loadtest
+    from fraud_detection.release.loadtest import run_loadtest
 
     load = os.getloadavg()[0]
     cpu = server.cpu_seconds()
@@ -1836,7 +1836,7 @@ def _result(
     notes = [
         f"Load tests: closed loop (each client sends its next request when the answer is in), "
         f"{SECONDS:.0f} s per concurrency after {WARMUP_SECONDS:.0f} s not counted; one asyncio "
-        "client process on keep-alive connections (serving.loadtest); its CPU use is in each "
+        "client process on keep-alive connections (release.loadtest); its CPU use is in each "
         f"row. Client, servers and the rest of the machine share {os.cpu_count()} cores, so "
         "the throughput at high concurrency is the machine's, not the server's alone.",
         f"Our /predict bodies are the newest day's {REQUEST_ROWS:,} transactions (fewer when "

@@ -33,7 +33,7 @@ _IDS = itertools.count()
 def _load_bodies(environment: Any, **_: Any) -> None:
     """Read the request bodies once per process, before any user starts."""
     from fraud_detection.config import load_profile, state_paths
-    from fraud_detection.serving.loadtest import bodies_from_state
+    from fraud_detection.release.loadtest import bodies_from_state
 
     rows = int(os.environ.get("FRAUD_LOADTEST_ROWS", "1000"))
     state = state_paths(load_profile()).root

@@ -433,7 +433,7 @@ def _start_service(
     """``fraud serve`` on a free port (as the delivery checks start it), until ``cleanup``
     ends. A profile that requires an API key gets ``FRAUD_API_KEY``, or one made up for
     this service (its process inherits the environment) when it is not set."""
-    from fraud_detection.serving.delivery import started_service
+    from fraud_detection.release.delivery import started_service
 
     api_key = _api_key(profile)
     print("starting the prediction service (fraud serve) on the champion…")

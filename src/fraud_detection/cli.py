@@ -24,8 +24,8 @@ from fraud_detection.labs import cli as labs_cli
 from fraud_detection.monitoring import cli as monitoring_cli
 from fraud_detection.operations import cli as operations_cli
 from fraud_detection.release import cli as release_cli
+from fraud_detection.release import quality_cli as release_quality_cli
 from fraud_detection.serving import cli as serving_cli
-from fraud_detection.serving import quality_cli as serving_quality_cli
 from fraud_detection.training import cli as training_cli
 from fraud_detection.validation import cli as validation_cli
 
@@ -45,8 +45,8 @@ app.command("score")(monitoring_cli.score_command)
 app.add_typer(monitoring_cli.app, name="monitor")
 app.add_typer(release_cli.app, name="model")
 app.command("serve")(serving_cli.serve_command)
-app.command("loadtest")(serving_quality_cli.loadtest_command)
-app.command("delivery-check")(serving_quality_cli.delivery_check_command)
+app.command("loadtest")(release_quality_cli.loadtest_command)
+app.command("delivery-check")(release_quality_cli.delivery_check_command)
 app.command("audit")(operations_cli.audit_command)
 app.command("health-report")(operations_cli.health_report_command)
 app.add_typer(labs_cli.app, name="lab")

@@ -79,8 +79,8 @@ def test_served_features_equal_the_training_rows(tmp_path: Path, online_store: s
     import httpx
 
     from fraud_detection.features import store
+    from fraud_detection.release.delivery import started_service
     from fraud_detection.serving.app import predictions_folder
-    from fraud_detection.serving.delivery import started_service
 
     # Given a champion trained on the first days; the last two have not arrived yet
     paths = simulate(tmp_path / "state", **WORLD)

@@ -32,7 +32,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from fraud_detection.config import StatePaths
-from fraud_detection.serving.loadtest import bodies_from_state, run_loadtest
+from fraud_detection.release.loadtest import bodies_from_state, run_loadtest
 from tests.conftest import free_port
 from tests.worlds import served_world
 

@@ -10,7 +10,7 @@ Given a small simulated world in one state folder:
 - two runs materializing the online store at the same time keep Feast's registry intact
   (the registry lock in ``features/store.py``).
 
-The processes run against one Prefect server started here (as against a deployed one:
+The processes run against the session's Prefect test server (as against a deployed one:
 ``PREFECT_API_URL``), which spares each of them starting its own (~20 s). The tests share
 the state folder and run in file order: the race starts from the rerun's champion.
 """
@@ -33,7 +33,7 @@ from fraud_detection.config import StatePaths, load_simulate_config, project_dir
 from fraud_detection.data.simulator import write_simulation
 from fraud_detection.registry import lineage, runs, tracking
 from fraud_detection.training import ct
-from tests.conftest import mlflow_isolated
+from tests.conftest import mlflow_isolated, prefect_client_of
 
 pytestmark = [
     pytest.mark.integration,
@@ -132,29 +132,10 @@ for i in range(15):
 
 
 @pytest.fixture(scope="module")
-def prefect_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """One Prefect test server for the module's processes; its URL."""
-    from prefect.settings import (
-        PREFECT_API_URL,
-        PREFECT_HOME,
-        PREFECT_LOCAL_STORAGE_PATH,
-        temporary_settings,
-    )
-    from prefect.testing.utilities import prefect_test_harness
-
-    home = tmp_path_factory.mktemp("prefect_home")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.delenv("PREFECT_API_URL", raising=False)
-        patch.setenv("PREFECT_HOME", str(home))
-        patch.setenv("PREFECT_LOCAL_STORAGE_PATH", str(home / "storage"))
-        patch.setenv("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-        with (
-            temporary_settings(
-                updates={PREFECT_HOME: home, PREFECT_LOCAL_STORAGE_PATH: home / "storage"}
-            ),
-            prefect_test_harness(server_startup_timeout=120),
-        ):
-            yield str(PREFECT_API_URL.value())
+def prefect_api(prefect_server: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The session's Prefect test server, for the module's processes; its URL."""
+    with prefect_client_of(prefect_server, tmp_path_factory.mktemp("prefect_home")) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")

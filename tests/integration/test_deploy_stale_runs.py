@@ -17,27 +17,18 @@ from pathlib import Path
 import pytest
 
 from pipelines.level2_cicd import deploy
+from tests.conftest import prefect_client_of
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
-def target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[deploy.Target]:
-    """A Prefect test server of the module's own, as a deploy target."""
-    from prefect.settings import PREFECT_API_URL, PREFECT_HOME, temporary_settings
-    from prefect.testing.utilities import prefect_test_harness
-
-    home = tmp_path_factory.mktemp("prefect_home")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.delenv("PREFECT_API_URL", raising=False)
-        patch.setenv("PREFECT_HOME", str(home))
-        patch.setenv("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-        patch.setenv("PREFECT_LOGGING_LEVEL", "WARNING")
-        with (
-            temporary_settings(updates={PREFECT_HOME: home}),
-            prefect_test_harness(server_startup_timeout=120),
-        ):
-            yield deploy.Target(api_url=str(PREFECT_API_URL.value()))
+def target(
+    prefect_server: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[deploy.Target]:
+    """The session's Prefect test server, as a deploy target."""
+    with prefect_client_of(prefect_server, tmp_path_factory.mktemp("prefect_home")) as url:
+        yield deploy.Target(api_url=url)
 
 
 def _scheduled(target: deploy.Target, deployment: str, pool: str, when: list[dt.datetime]) -> list:

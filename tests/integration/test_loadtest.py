@@ -16,7 +16,7 @@ from typing import ClassVar
 
 import pytest
 
-from fraud_detection.serving.loadtest import LoadTestError, run_loadtest
+from fraud_detection.release.loadtest import LoadTestError, run_loadtest
 from tests.conftest import free_port
 
 pytestmark = pytest.mark.integration

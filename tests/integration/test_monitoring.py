@@ -29,7 +29,7 @@ from fraud_detection.monitoring import monitor, served, signals
 from fraud_detection.registry import tracking
 from fraud_detection.serving import batch
 from fraud_detection.training import ct
-from tests.conftest import mlflow_isolated
+from tests.conftest import mlflow_isolated, prefect_client_of
 from tests.worlds import START, served_world, simulate
 
 pytestmark = [
@@ -230,26 +230,12 @@ def test_no_duplicate_signal_while_one_is_pending(world: World) -> None:
 
 
 @pytest.fixture(scope="module")
-def flows(world: World) -> Iterator[Any]:
-    """The level-1 flows module, run against one temporary Prefect server."""
-    from prefect.settings import PREFECT_HOME, PREFECT_LOCAL_STORAGE_PATH, temporary_settings
-    from prefect.testing.utilities import prefect_test_harness
-
+def flows(world: World, prefect_server: str) -> Iterator[Any]:
+    """The level-1 flows module, run against the session's Prefect test server."""
     from fraud_detection.orchestration.local import load_flows
 
-    home = world.paths.root / "prefect"
-    with pytest.MonkeyPatch.context() as patch:
-        patch.delenv("PREFECT_API_URL", raising=False)
-        patch.setenv("PREFECT_HOME", str(home))
-        patch.setenv("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-        patch.setenv("PREFECT_LOGGING_LEVEL", "WARNING")
-        with (
-            temporary_settings(
-                updates={PREFECT_HOME: home, PREFECT_LOCAL_STORAGE_PATH: home / "storage"}
-            ),
-            prefect_test_harness(server_startup_timeout=120),
-        ):
-            yield load_flows()
+    with prefect_client_of(prefect_server, world.paths.root / "prefect"):
+        yield load_flows()
 
 
 def test_flows_score_and_monitor(world: World, flows: Any) -> None:

@@ -24,8 +24,8 @@ from fastapi.testclient import TestClient
 
 from fraud_detection.config import StatePaths
 from fraud_detection.registry import tracking
+from fraud_detection.release.delivery import Check, DeliveryReport
 from fraud_detection.serving.app import create_app
-from fraud_detection.serving.delivery import Check, DeliveryReport
 from fraud_detection.serving.schemas import requests_from_raw
 from fraud_detection.serving.settings import load_serving_config
 from tests.conftest import fraud_in_process

@@ -20,31 +20,18 @@ from fraud_detection.config import StatePaths, load_profile
 from fraud_detection.orchestration import flows
 from fraud_detection.training import ct
 from fraud_detection.training.settings import load_train_config
+from tests.conftest import prefect_client_of
 from tests.unit.frames import simulated_training_frame
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
-def prefect_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """A Prefect test server and a result store of the module's own."""
-    from prefect.settings import PREFECT_HOME, PREFECT_LOCAL_STORAGE_PATH, temporary_settings
-    from prefect.testing.utilities import prefect_test_harness
-
+def prefect_home(prefect_server: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """The session's Prefect test server, with a result store of the module's own."""
     home = tmp_path_factory.mktemp("prefect_home")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.delenv("PREFECT_API_URL", raising=False)
-        patch.setenv("PREFECT_HOME", str(home))
-        patch.setenv("PREFECT_LOCAL_STORAGE_PATH", str(home / "storage"))
-        patch.setenv("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-        patch.setenv("PREFECT_LOGGING_LEVEL", "WARNING")
-        with (
-            temporary_settings(
-                updates={PREFECT_HOME: home, PREFECT_LOCAL_STORAGE_PATH: home / "storage"}
-            ),
-            prefect_test_harness(server_startup_timeout=120),
-        ):
-            yield home
+    with prefect_client_of(prefect_server, home):
+        yield home
 
 
 @pytest.fixture(scope="module")

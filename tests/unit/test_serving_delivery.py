@@ -9,14 +9,14 @@ from typing import Any
 import httpx
 import pytest
 
-from fraud_detection.serving.delivery import (
+from fraud_detection.release.delivery import (
     Check,
     DeliveryReport,
     _predict_check,
     check_load,
     format_report,
 )
-from fraud_detection.serving.loadtest import LoadResult, LoadTestError, read_bodies
+from fraud_detection.release.loadtest import LoadResult, LoadTestError, read_bodies
 from fraud_detection.serving.settings import DeliverySettings
 
 pytestmark = pytest.mark.unit

@@ -2,7 +2,7 @@
 
 With ``serving.release.staged: true`` a version that passed CT's model gate stays the
 ``challenger`` (tagged ``gate.promote=true``). This step runs the delivery checks
-(:mod:`fraud_detection.serving.delivery`) on it in the serving path: a ``fraud serve`` of
+(:mod:`fraud_detection.release.delivery`) on it in the serving path: a ``fraud serve`` of
 its own serves the challenger (``FRAUD_SERVING__ALIAS=challenger``, no prediction log, no
 live traffic), loads it with the service's loader, answers the smoke request and holds
 the load budgets. Passed: the version goes into shadow (tagged ``release.stage=shadow``,
@@ -24,8 +24,8 @@ from dataclasses import dataclass
 
 from fraud_detection.registry import runs, tracking
 from fraud_detection.release import promotion
+from fraud_detection.release.delivery import DeliveryReport, run_delivery_check
 from fraud_detection.serving.champion import STAGE_TAG
-from fraud_detection.serving.delivery import DeliveryReport, run_delivery_check
 from fraud_detection.serving.settings import DeliverySettings, load_serving_config
 from fraud_detection.training import ct
 

@@ -59,7 +59,7 @@ def release_command(state_dir: StateDir = None) -> None:
     version stays challenger, tagged release.blocked.
     """
     from fraud_detection.release.challenger import release_challenger
-    from fraud_detection.serving.delivery import format_report
+    from fraud_detection.release.delivery import format_report
     from fraud_detection.training import ct
 
     done = release_challenger(

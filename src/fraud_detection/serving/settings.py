@@ -32,7 +32,7 @@ class PredictionLogSettings(_Section):
 
 
 class DeliverySettings(_Section):
-    """Model delivery checks: the load-test shape and its budgets (``serving.delivery``)."""
+    """Model delivery checks: the load-test shape and its budgets (``release.delivery``)."""
 
     concurrency: int = Field(8, ge=1, le=1_024)
     duration_s: float = Field(10.0, gt=0, le=3_600)

@@ -8,7 +8,7 @@ Google's continuous-delivery checks for a model, automated, for the current cham
 2. **API**: the service answers: ``GET /health`` 200, ``GET /ready`` 200 naming the
    champion's version, and one ``POST /predict`` of a real transaction
    (``schemas.requests_from_raw``) answered 200 with a score in [0, 1] by that version.
-3. **load**: a short load test (``serving.loadtest``) meets the budgets of
+3. **load**: a short load test (``release.loadtest``) meets the budgets of
    ``configs/serving.yaml`` ``delivery:``: requests per second at least ``min_qps``, p99
    latency at most ``max_p99_ms``, failed requests (5xx or transport errors) at most
    ``max_error_rate`` of the requests.
@@ -49,7 +49,7 @@ from fraud_detection.errors import FraudError
 
 if TYPE_CHECKING:
     from fraud_detection.config import Profile
-    from fraud_detection.serving.loadtest import LoadResult
+    from fraud_detection.release.loadtest import LoadResult
     from fraud_detection.serving.settings import DeliverySettings
 
 Progress = Callable[[str], None]
@@ -380,7 +380,7 @@ def delivered(name: str, version: str) -> bool:
 
 
 def _sample_bodies(state_dir: Path, rows: int) -> list[dict[str, Any]]:
-    from fraud_detection.serving.loadtest import bodies_from_state
+    from fraud_detection.release.loadtest import bodies_from_state
 
     try:
         return bodies_from_state(state_dir, rows)
@@ -390,7 +390,7 @@ def _sample_bodies(state_dir: Path, rows: int) -> list[dict[str, Any]]:
 
 def _headers(profile: Profile) -> dict[str, str]:
     from fraud_detection.config import Secrets
-    from fraud_detection.serving.loadtest import API_KEY_HEADER
+    from fraud_detection.release.loadtest import API_KEY_HEADER
 
     key = Secrets().api_key
     if key is None:
@@ -421,7 +421,7 @@ def run_delivery_check(
     """
     from fraud_detection.config import load_profile
     from fraud_detection.registry import tracking
-    from fraud_detection.serving.loadtest import run_loadtest
+    from fraud_detection.release.loadtest import run_loadtest
     from fraud_detection.serving.settings import load_serving_config
 
     profile = load_profile()

@@ -56,7 +56,7 @@ def loadtest_command(
     request got a 5xx answer or none at all (transport error).
     """
     from fraud_detection.config import Secrets
-    from fraud_detection.serving.loadtest import bodies_from_state, read_bodies, run_loadtest
+    from fraud_detection.release.loadtest import bodies_from_state, read_bodies, run_loadtest
 
     target = _predict_url(url)
     payloads = read_bodies(str(bodies)) if bodies else bodies_from_state(_state(state_dir), rows)
@@ -104,7 +104,7 @@ def delivery_check_command(
     Writes <state>/serving/delivery/v<N>.json and tags the version delivery_check=passed
     or failed in MLflow: a promotion counts as delivered when the tag says passed.
     """
-    from fraud_detection.serving.delivery import format_report, run_delivery_check
+    from fraud_detection.release.delivery import format_report, run_delivery_check
 
     report = run_delivery_check(
         state_dir=state_dir, url=url, progress=lambda message: typer.echo(f"... {message}")
