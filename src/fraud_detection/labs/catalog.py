@@ -7,7 +7,6 @@ A check looks where a participant would look and returns ``(done, line)``: when 
 
 from __future__ import annotations
 
-import json
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -52,19 +51,11 @@ def _champion(ws: Workspace) -> str | None:
 
 
 def _records(ws: Workspace) -> list[dict[str, Any]]:
-    """Every line of the CT ledger (runs and rollbacks), as `fraud ct history` reads it."""
-    path = ws.root / "ct" / "runs.jsonl"
-    if not path.exists():
-        return []
-    out = []
-    for line in path.read_text().splitlines():
-        try:
-            data = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(data, dict):
-            out.append(data)
-    return out
+    """Every record of the run ledger (runs and rollbacks), as `fraud ct history` reads it."""
+    from fraud_detection.config import StatePaths
+    from fraud_detection.registry.runs import read_all
+
+    return read_all(StatePaths(root=ws.root))
 
 
 def _ct_runs(ws: Workspace) -> list[dict[str, Any]]:

@@ -28,8 +28,8 @@ under the state directory::
 
 A gate does not raise when data is bad: it returns a :class:`ValidationOutcome` whose
 :meth:`~ValidationOutcome.raise_for_failure` raises :class:`DataValidationError`, naming
-the batch, each failed expectation with its column and what was observed, and the Data
-Docs page. ``great_expectations`` (about 6 s to import) is imported only inside the
+the batch, each failed expectation with its column and what was observed
+(:mod:`.failures` puts a GX result into those words), and the Data Docs page. ``great_expectations`` (about 6 s to import) is imported only inside the
 functions that run it.
 """
 
@@ -42,7 +42,6 @@ import datetime as dt
 import functools
 import json
 import logging
-import math
 import re
 import threading
 import urllib.parse
@@ -52,12 +51,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-import numpy as np
 import pandas as pd
 
 from fraud_detection.config import StatePaths
 from fraud_detection.data import ledger
 from fraud_detection.errors import FraudError
+from fraud_detection.validation.failures import (
+    COLUMN_MISSING,
+    READABLE,
+    Failure,
+    describe,
+    exception_message,
+    jsonable,
+)
 from fraud_detection.validation.settings import ValidationConfig, load_validation_config
 from fraud_detection.validation.suites import (
     RAW_SUITE,
@@ -103,19 +109,10 @@ __all__ = [
 
 _SITE = "fraud_docs"
 _DATASOURCE = "fraud_detection"
-_READABLE = "readable_parquet"  # our own check, before GX: the file opens as Parquet
-_SUBJECTS = {"expect_table_columns_to_match_set": "columns", _READABLE: "file"}
 # present when the value stage has a reference: the raw gate's bands from the history,
 # the training gate's champion training set
 VALUE_PARAMETERS = ("amount_quantiles_reject", "kl_max_reject")
-# our own expectations (validation/expectations.py)
-QUANTILE_BANDS = "expect_column_quantile_values_to_be_within_bands"
-TOP_SHARE = "expect_column_most_common_value_share_to_be_between"
-KL_BELOW_REFERENCE = "expect_column_kl_divergence_to_be_below_reference"
-VALUE_SHARES = "expect_column_value_shares_to_be_close_to"
-HOUR_SHARES = "expect_column_hour_shares_to_be_close_to"
 VALUE_CHECK = "value_"  # the prefix of the value-skew stage's checks (not GX expectations)
-_SAMPLE_KEPT = 20  # offending values kept in records (GX returns up to 20)
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
@@ -140,42 +137,6 @@ class GateSetupError(FraudError):
 
 
 # ------------------------------------------------------------------ results
-
-
-@dataclass(frozen=True)
-class Failure:
-    """One failed expectation, in words and in figures."""
-
-    expectation: str  # GX type, e.g. "expect_column_values_to_be_between"
-    column: str | None
-    expected: str  # what the expectation asks, e.g. "values between 0 (exclusive) and 50000"
-    problem: str  # what was observed, e.g. "312 unexpected"
-    observed: Any = None  # JSON-safe observed value, when the expectation has one
-    unexpected_count: int | None = None
-    sample: tuple[Any, ...] = ()  # some offending values (JSON-safe)
-
-    @property
-    def subject(self) -> str:
-        """What the failure is about: the column, else the column set, file or table."""
-        return self.column or _SUBJECTS.get(self.expectation, "table")
-
-    def line(self, sample_size: int = 3) -> str:
-        """``amount: values between 0 (exclusive) and 50000 — 312 unexpected, e.g. [-17.2]``."""
-        text = f"{self.subject}: {self.expected} — {self.problem}"
-        if self.sample and sample_size:
-            text += f", e.g. {_show(list(self.sample[:sample_size]))}"
-        return text
-
-    def to_record(self) -> dict[str, Any]:
-        return {
-            "expectation": self.expectation,
-            "column": self.column,
-            "expected": self.expected,
-            "problem": self.problem,
-            "observed": self.observed,
-            "unexpected_count": self.unexpected_count,
-            "sample": list(self.sample),
-        }
 
 
 @dataclass(frozen=True)
@@ -220,7 +181,7 @@ class ValidationOutcome:
         lines: list[str] = []
         skipped: dict[str, list[str]] = {}
         for failure in self.failures:
-            if failure.problem == _COLUMN_MISSING and failure.column:
+            if failure.problem == COLUMN_MISSING and failure.column:
                 skipped.setdefault(failure.column, []).append(failure.expected)
             else:
                 lines.append(failure.line(self.sample_size))
@@ -251,207 +212,6 @@ class ValidationOutcome:
             raise DataValidationError(
                 self.message(), batch=self.batch, failures=self.failures, data_docs=self.data_docs
             )
-
-
-# ------------------------------------------------------------------ describing failures
-
-_COLUMN_MISSING = "column missing"
-
-
-def _jsonable(value: Any) -> Any:
-    """A JSON-safe version of a value GX reports (timestamps as ISO text, NaN as null)."""
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple | set):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float):
-        return None if math.isnan(value) else value
-    if value is None or isinstance(value, str | int | bool):
-        return value
-    if isinstance(value, pd.Timestamp | dt.datetime | dt.date):
-        return value.isoformat()
-    try:
-        if pd.isna(value):
-            return None
-    except (TypeError, ValueError):
-        pass
-    return str(value)
-
-
-def _show(value: Any) -> str:
-    """Short text of a bound or a sample: ``50000`` not ``50000.0``, no ISO zeros."""
-    if isinstance(value, list):
-        return "[" + ", ".join(_show(v) for v in value) + "]"
-    if isinstance(value, float):
-        return f"{value:g}" if abs(value) < 1e15 else repr(value)
-    if isinstance(value, str):
-        if re.match(r"^\d{4}-\d{2}-\d{2}T", value):
-            return value.replace("T", " ").replace(".000000", "")
-        return repr(value)
-    return str(value)
-
-
-def _between(kwargs: Mapping[str, Any], what: str) -> str:
-    low, high = kwargs.get("min_value"), kwargs.get("max_value")
-    low_s = _show(low) + (" (exclusive)" if kwargs.get("strict_min") else "")
-    high_s = _show(high) + (" (exclusive)" if kwargs.get("strict_max") else "")
-    if low is not None and high is not None:
-        return f"{what} between {low_s} and {high_s}"
-    if low is not None:
-        return f"{what} at least {low_s}"
-    if high is not None:
-        return f"{what} at most {high_s}"
-    return f"{what} unbounded"
-
-
-def _value_set(values: list[Any]) -> str:
-    shown = ", ".join(_show(v) for v in values[:6])
-    return "{" + shown + (", …}" if len(values) > 6 else "}")
-
-
-def _expected(kind: str, kwargs: Mapping[str, Any]) -> str:
-    """What an expectation asks, in a few words."""
-    if kind == "expect_table_columns_to_match_set":
-        exact = kwargs.get("exact_match", True) is not False
-        return "exactly the contract's columns" if exact else "at least the required columns"
-    if kind == "expect_column_type_to_be":
-        return f"dtype {kwargs.get('type_')}"
-    if kind == "expect_table_row_count_to_be_between":
-        return _between(kwargs, "row count")
-    if kind == "expect_column_values_to_not_be_null":
-        return "no nulls"
-    if kind == "expect_column_values_to_be_unique":
-        return "unique values"
-    if kind == "expect_column_values_to_be_between":
-        return _between(kwargs, "values")
-    if kind == "expect_column_values_to_be_in_set":
-        return f"values in {_value_set(list(kwargs.get('value_set') or []))}"
-    if kind == "expect_column_mean_to_be_between":
-        return _between(kwargs, "mean")
-    if kind == TOP_SHARE:
-        return f"share of the most common value at most {_show(kwargs.get('max_value'))}"
-    if kind == "expect_column_values_to_not_be_in_set":
-        values = _value_set(list(kwargs.get("value_set") or []))
-        mostly = kwargs.get("mostly")
-        if isinstance(mostly, int | float) and mostly < 1:
-            return f"share of values in {values} at most {1 - mostly:.4g}"
-        return f"no values in {values}"
-    if kind == KL_BELOW_REFERENCE:
-        return f"KL divergence from the distribution at most {_show(kwargs.get('threshold'))}"
-    if kind in (VALUE_SHARES, HOUR_SHARES):
-        what = "hour-of-day shares" if kind == HOUR_SHARES else "value shares"
-        limit = _show(kwargs.get("max_distance"))
-        return f"distance of the {what} from the history's (total variation) at most {limit}"
-    if kind == "expect_column_distinct_values_to_contain_set":
-        return f"every value of {_value_set(list(kwargs.get('value_set') or []))} present"
-    if kind == "expect_column_distinct_values_to_be_in_set":
-        return f"only values in {_value_set(list(kwargs.get('value_set') or []))}"
-    if kind == QUANTILE_BANDS:
-        ranges = kwargs.get("quantile_ranges") or {}
-        bands = [
-            f"{_quantile_name(q)} {_band_end(lo)}..{_band_end(hi)}"
-            for q, (lo, hi) in zip(
-                ranges.get("quantiles", []), ranges.get("value_ranges", []), strict=False
-            )
-        ]
-        return "quantiles within " + ", ".join(bands)
-    return kind.removeprefix("expect_").replace("_", " ")
-
-
-def _band_end(value: float | None) -> str:
-    return "∞" if value is None else f"{value:.4g}"
-
-
-def _quantile_name(q: float) -> str:
-    return "median" if q == 0.5 else f"{q:.0%}"
-
-
-def _exception_message(info: Any) -> str | None:
-    """GX reports a raised metric either flat or keyed by metric configuration."""
-    if not info:
-        return None
-    if isinstance(info, Mapping) and "raised_exception" in info:
-        return str(info.get("exception_message")) if info.get("raised_exception") else None
-    if isinstance(info, Mapping):
-        messages = [
-            str(v.get("exception_message"))
-            for v in info.values()
-            if isinstance(v, Mapping) and v.get("exception_message")
-        ]
-        return "; ".join(dict.fromkeys(messages)) or None
-    return None
-
-
-def _describe(
-    kind: str,
-    kwargs: Mapping[str, Any],
-    result: Mapping[str, Any],
-    error: str | None,
-    columns: set[str],
-) -> Failure:
-    """A :class:`Failure` from one failed GX expectation result."""
-    column = kwargs.get("column")
-    expected = _expected(kind, kwargs)
-    observed = _jsonable(result.get("observed_value"))
-    count = result.get("unexpected_count")
-    count = int(count) if count is not None else None
-    sample: tuple[Any, ...] = ()
-    if column is not None and column not in columns:
-        problem = _COLUMN_MISSING
-    elif error is not None:
-        problem = f"could not be evaluated: {error}"
-    elif kind == "expect_table_columns_to_match_set":
-        mismatched = (result.get("details") or {}).get("mismatched") or {}
-        parts = [
-            f"{label} {', '.join(map(str, mismatched[key]))}"
-            for key, label in (("missing", "missing"), ("unexpected", "unexpected"))
-            if mismatched.get(key)
-        ]
-        problem = "; ".join(parts) or f"observed {observed}"
-    elif kind in (VALUE_SHARES, HOUR_SHARES) and isinstance(observed, float):
-        change = (result.get("details") or {}).get("largest_change") or {}
-        moved = f"{change.get('value')!r} {float(change.get('change') or 0.0):+.3f}"
-        problem = f"observed {observed:.4g} (largest change {moved})"
-    elif kind == "expect_column_distinct_values_to_contain_set":
-        problem = f"missing {_show(_jsonable(result.get('partial_missing_list') or []))}"
-    elif kind == "expect_column_distinct_values_to_be_in_set" and count is not None:
-        problem = f"new {_show(_jsonable(result.get('partial_unexpected_list') or []))}"
-    elif kind == TOP_SHARE and isinstance(observed, float):
-        value = (result.get("details") or {}).get("most_common_value")
-        problem = f"observed {observed:.4g} (the value {_show(_jsonable(value))})"
-    elif count is not None and kind == "expect_column_values_to_not_be_in_set":
-        percent = result.get("unexpected_percent")
-        share = f" ({float(percent):.3g} %)" if percent is not None else ""
-        problem = f"{count} unexpected{share}"
-        sample = tuple(_jsonable(result.get("partial_unexpected_list") or []))
-    elif count is not None:
-        total = result.get("element_count")
-        if kind == "expect_column_values_to_not_be_null":
-            problem = f"{count} null" + (f" of {total}" if total is not None else "")
-        else:
-            word = "duplicated" if kind == "expect_column_values_to_be_unique" else "unexpected"
-            problem = f"{count} {word}"
-            sample = tuple(_jsonable(result.get("partial_unexpected_list") or []))
-    elif kind == QUANTILE_BANDS and isinstance(observed, dict):
-        pairs = zip(observed.get("quantiles", []), observed.get("values", []), strict=False)
-        problem = "observed " + ", ".join(f"{_quantile_name(q)} {v:.4g}" for q, v in pairs)
-    elif isinstance(observed, float):
-        problem = f"observed {observed:.4g}"
-    elif kind == "expect_column_type_to_be":
-        problem = f"observed {observed}"
-    else:
-        problem = f"observed {_show(observed)}"
-    return Failure(
-        expectation=kind,
-        column=column,
-        expected=expected,
-        problem=problem,
-        observed=observed,
-        unexpected_count=count,
-        sample=sample[:_SAMPLE_KEPT],
-    )
 
 
 # ------------------------------------------------------------------ Great Expectations
@@ -651,11 +411,11 @@ def _run_suite(
             config = item.expectation_config
             if config is None:  # GX gives every result its expectation
                 raise RuntimeError("a validation result without its expectation")
-            failure = _describe(
+            failure = describe(
                 config.type,
                 config.kwargs,
                 item.result or {},
-                _exception_message(item.exception_info),
+                exception_message(item.exception_info),
                 columns,
             )
             meta = config.meta or {}
@@ -725,8 +485,8 @@ def _outcome_record(
         "failed": outcome.failed,
         "failures": [f.to_record() for f in outcome.failures],
         "warnings": [w.to_record() for w in outcome.warnings],
-        "values": _jsonable(dict(outcome.values)) if outcome.values is not None else None,
-        "parameters": _jsonable(dict(outcome.parameters)),
+        "values": jsonable(dict(outcome.values)) if outcome.values is not None else None,
+        "parameters": jsonable(dict(outcome.parameters)),
         "result_id": outcome.result_id,
         "data_docs": str(outcome.data_docs) if outcome.data_docs else None,
         "validated_at": outcome.validated_at.isoformat(),
@@ -836,7 +596,7 @@ def _check_raw_partition(
             df = read_partition(file)
         except Exception as exc:  # any reader error means the feed delivered a bad file
             unreadable = Failure(
-                expectation=_READABLE,
+                expectation=READABLE,
                 column=None,
                 expected="a readable Parquet file",
                 problem=f"{type(exc).__name__}: {exc}".splitlines()[0],
@@ -923,7 +683,7 @@ def _as_failure(finding: Finding) -> Failure:
         column=finding.column,
         expected=finding.expected(),
         problem=finding.problem(),
-        observed=_jsonable(finding.observed),
+        observed=jsonable(finding.observed),
     )
 
 
