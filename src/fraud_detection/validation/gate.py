@@ -29,8 +29,9 @@ under the state directory::
 A gate does not raise when data is bad: it returns a :class:`ValidationOutcome` whose
 :meth:`~ValidationOutcome.raise_for_failure` raises :class:`DataValidationError`, naming
 the batch, each failed expectation with its column and what was observed
-(:mod:`.failures` puts a GX result into those words), and the Data Docs page. ``great_expectations`` (about 6 s to import) is imported only inside the
-functions that run it.
+(:mod:`.failures` puts a GX result into those words), and the Data Docs page.
+``great_expectations`` (about 6 s to import) is imported only inside the functions that
+run it.
 """
 
 from __future__ import annotations
